@@ -1,0 +1,318 @@
+"""Parquet events -> serialized events -> padded torch batches, with Ray Data or plain Python.
+
+Ray path (training): ``build_dataset`` = ``ray.data.read_parquet`` -> ``map_batches`` on an
+actor pool of :class:`SerializeBatch` workers -> a Dataset of serialized rows; a Ray Train
+worker takes ``ray.train.get_dataset_shard(...)`` and iterates it with
+``torch_batches(shard, cfg, epoch)`` (``iter_torch_batches`` + :func:`collate`).
+Plain path (tests, adapters, non-Ray users): ``load_serialized`` + ``collate``. Both call the
+same per-event function, ``fm4npp.serialize.events.serialize_event``.
+
+Splits are a pure function of the event id: u = hash(salt, event_id) in [0, 1) picks train /
+val / test by the configured fractions. The data fraction (train only) keeps events whose
+second, independent hash v(event_id) < f, so a smaller fraction is always a subset of a larger.
+
+Serialized rows on the Ray path are flat Arrow lists (coords 3N floats, targets 3kN, ...) plus
+``n_points``; ``row_to_event`` / ``collate`` reshape them. Ragged columns reach ``collate`` as
+numpy object arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fm4npp.serialize.bins import Bins
+from fm4npp.serialize.config import PipelineConfig, SerializeConfig
+from fm4npp.serialize.events import (CROPPED, DROPPED_CAP, KEPT, SEEN, SKIPPED_FEW, check_compatible,
+                                     serialize_event)
+
+SPLITS = ("train", "val", "test")
+READ_COLUMNS = ["event_id", "hit_x", "hit_y", "hit_z", "hit_energy", "hit_track_id", "hit_pid_class", "hit_noise"]
+# Per-point fields of a serialized event, with their per-point shape tail and torch pad value.
+POINT_FIELDS = {"coords": ((3,), 0.0), "energy": ((), 0.0), "order": ((), -1), "track_id": ((), -1),
+                "pid_class": ((), -1), "noise": ((), -1)}
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+# ------------------------------------------------------------------ deterministic split / fraction
+
+def _salt64(salt: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little"))
+
+
+def event_uniform(event_ids, salt: str) -> np.ndarray:
+    """A uniform number in [0, 1) per event id: splitmix64(event_id xor salt), top 53 bits."""
+    z = np.asarray(event_ids, dtype=np.int64).astype(np.uint64) ^ _salt64(salt)
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def split_of(event_ids, cfg: PipelineConfig) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) per event id."""
+    u = event_uniform(event_ids, cfg.split_salt)
+    cuts = np.cumsum(cfg.split_fractions)[:-1]
+    return np.searchsorted(cuts, u, side="right")
+
+
+def in_fraction(event_ids, fraction: float, salt: str) -> np.ndarray:
+    return event_uniform(event_ids, salt + "/fraction") < fraction
+
+
+def keep_mask(event_ids, split: str, cfg: PipelineConfig) -> np.ndarray:
+    """Events of `split` (the data fraction applies to the train split only)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    mask = split_of(event_ids, cfg) == SPLITS.index(split)
+    if split == "train" and cfg.data_fraction < 1.0:
+        mask &= in_fraction(event_ids, cfg.data_fraction, cfg.split_salt)
+    return mask
+
+
+# ------------------------------------------------------------------ plain Python path
+
+def iter_split_events(data_dir, split: str, cfg: PipelineConfig, columns=READ_COLUMNS, check: bool = True):
+    """Raw events (dicts of numpy arrays, fm4npp.data.io layout) of one split, in file order."""
+    import pyarrow as pa
+
+    from fm4npp.data.io import iter_tables, table_to_events
+
+    for _, _, table in iter_tables(data_dir, columns, check=check, empty="keep"):
+        ids = table.column("event_id").to_numpy()
+        mask = keep_mask(ids, split, cfg)
+        if mask.any():
+            yield from table_to_events(table.filter(pa.array(mask)))
+
+
+def load_serialized(data_dir, split: str, serialize_cfg: SerializeConfig, bins: Bins,
+                    pipeline_cfg: PipelineConfig | None = None, stats: Counter | None = None) -> list[dict]:
+    """All serialized events of a split, in file order (skipped/dropped events counted in stats)."""
+    pcfg = pipeline_cfg if pipeline_cfg is not None else PipelineConfig(serialize=serialize_cfg)
+    check_compatible(bins, serialize_cfg)
+    out = []
+    for ev in iter_split_events(data_dir, split, pcfg):
+        s = serialize_event(ev, bins, serialize_cfg, stats)
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def policy_counts(data_dir, split: str, cfg: PipelineConfig) -> Counter:
+    """What serialization will skip, drop and crop in a split — from the point counts alone
+    (cheap: reads two columns), so the Ray path's counts are known without collecting them."""
+    import pyarrow.compute as pc
+
+    from fm4npp.data.io import iter_tables
+
+    counts = Counter()
+    scfg = cfg.serialize
+    for _, _, table in iter_tables(data_dir, ["event_id", "hit_x"], check=False, empty="keep"):
+        mask = keep_mask(table.column("event_id").to_numpy(), split, cfg)
+        n = pc.fill_null(pc.list_value_length(table.column("hit_x")), 0).to_numpy()[mask]
+        over = (n > scfg.max_points) & (n >= 2) if scfg.max_points else np.zeros(n.shape, bool)
+        counts[SEEN] += int(n.size)
+        counts[SKIPPED_FEW] += int((n < 2).sum())
+        counts[DROPPED_CAP if scfg.cap_policy == "drop" else CROPPED] += int(over.sum())
+        counts[KEPT] += int(n.size - (n < 2).sum() - (over.sum() if scfg.cap_policy == "drop" else 0))
+    return counts
+
+
+# ------------------------------------------------------------------ collate
+
+def row_to_event(row) -> dict:
+    """A serialized row of the Ray path (flat lists + n_points) -> a serialized event dict."""
+    n = int(row["n_points"])
+    coords = np.asarray(row["coords"], dtype=np.float32).reshape(n, 3)
+    tmask = np.asarray(row["target_mask"], dtype=bool)
+    k = tmask.size // n if n else 0
+    return {
+        "coords": coords,
+        "energy": np.asarray(row["energy"], dtype=np.float32),
+        "targets": np.asarray(row["targets"], dtype=np.float32).reshape(n, k, 3),
+        "target_mask": tmask.reshape(n, k),
+        "weight": np.float32(row["weight"]),
+        "event_id": np.int64(row["event_id"]),
+        "order": np.asarray(row["order"], dtype=np.int64),
+        "track_id": np.asarray(row["track_id"], dtype=np.int32),
+        "pid_class": np.asarray(row["pid_class"], dtype=np.int8),
+        "noise": np.asarray(row["noise"], dtype=bool),
+    }
+
+
+def _batch_to_events(batch: dict) -> list[dict]:
+    n = len(batch["event_id"])
+    return [row_to_event({key: col[i] for key, col in batch.items()}) for i in range(n)]
+
+
+def collate(events) -> dict:
+    """Serialized events -> dict of torch tensors right-padded to the batch maximum length L.
+
+    Accepts a list of serialized event dicts, or a Ray numpy batch (dict of columns, ragged
+    ones as object arrays). Keys: coords (B,L,3) f32, energy (B,L) f32, mask (B,L) bool,
+    targets (B,L,k,3) f32, target_mask (B,L,k) bool, weight (B,) f32, event_id (B,) i64,
+    track_id / pid_class / noise / order (B,L) i64 padded with -1.
+    """
+    import torch
+
+    if isinstance(events, dict):
+        events = _batch_to_events(events)
+    if not events:
+        raise ValueError("collate: empty batch")
+    b = len(events)
+    lengths = np.array([len(e["coords"]) for e in events])
+    length = int(lengths.max())
+    ks = {e["targets"].shape[1] for e in events}
+    if len(ks) != 1:
+        raise ValueError(f"collate: events with different k in one batch: {sorted(ks)}")
+    k = ks.pop()
+    out = {
+        "coords": np.zeros((b, length, 3), np.float32),
+        "energy": np.zeros((b, length), np.float32),
+        "mask": np.zeros((b, length), bool),
+        "targets": np.zeros((b, length, k, 3), np.float32),
+        "target_mask": np.zeros((b, length, k), bool),
+        "weight": np.array([e["weight"] for e in events], np.float32),
+        "event_id": np.array([e["event_id"] for e in events], np.int64),
+    }
+    for key in ("track_id", "pid_class", "noise", "order"):
+        out[key] = np.full((b, length), -1, np.int64)
+    for i, (e, n) in enumerate(zip(events, lengths)):
+        out["mask"][i, :n] = True
+        for key in ("coords", "energy", "targets", "target_mask", "track_id", "pid_class", "noise", "order"):
+            out[key][i, :n] = e[key]
+    return {key: torch.from_numpy(v) for key, v in out.items()}
+
+
+# ------------------------------------------------------------------ Ray Data path
+
+def _to_arrow(events: list[dict]):
+    """Serialized events -> an Arrow table of flat list columns (one row per event)."""
+    import pyarrow as pa
+
+    def lists(key, dtype):
+        vals = [np.ascontiguousarray(e[key], dtype=dtype).ravel() for e in events]
+        offsets = np.zeros(len(vals) + 1, np.int64)
+        np.cumsum([v.size for v in vals], out=offsets[1:])
+        flat = np.concatenate(vals) if vals else np.zeros(0, dtype)
+        return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+    return pa.table({
+        "event_id": pa.array([int(e["event_id"]) for e in events], pa.int64()),
+        "n_points": pa.array([len(e["coords"]) for e in events], pa.int64()),
+        "weight": pa.array([float(e["weight"]) for e in events], pa.float32()),
+        "coords": lists("coords", np.float32),
+        "energy": lists("energy", np.float32),
+        "targets": lists("targets", np.float32),
+        "target_mask": lists("target_mask", np.bool_),
+        "order": lists("order", np.int64),
+        "track_id": lists("track_id", np.int32),
+        "pid_class": lists("pid_class", np.int8),
+        "noise": lists("noise", np.bool_),
+    })
+
+
+class SerializeBatch:
+    """Ray Data actor: an Arrow batch of raw events -> an Arrow batch of serialized events of
+    one split (events of other splits, and skipped/dropped events, leave no row)."""
+
+    def __init__(self, bins_content: dict, pipeline_cfg: dict, split: str):
+        self.bins = Bins(bins_content)
+        self.cfg = PipelineConfig(**pipeline_cfg)
+        self.split = split
+        self.stats = Counter()
+        check_compatible(self.bins, self.cfg.serialize)
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        from fm4npp.data.io import table_to_events
+
+        mask = keep_mask(table.column("event_id").to_numpy(), self.split, self.cfg)
+        events = []
+        for ev in table_to_events(table.filter(pa.array(mask))):
+            s = serialize_event(ev, self.bins, self.cfg.serialize, self.stats)
+            if s is not None:
+                events.append(s)
+        if self.cfg.bucket_by_length:
+            # Neighbouring rows -> neighbouring batches: sorting a chunk by length groups
+            # similar lengths into the same training batches.
+            events.sort(key=lambda e: (len(e["coords"]), int(e["event_id"])))
+        return _to_arrow(events)
+
+
+def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
+    """A ray.data.Dataset of serialized events of one split (lazy; ``.materialize()`` to keep).
+
+    Row order is deterministic (preserve_order): the same data, config and seed give the same
+    batches. Pass it to a TorchTrainer as ``datasets={split: ds}``; workers read
+    ``ray.train.get_dataset_shard(split)`` with :func:`torch_batches`.
+    """
+    import ray
+
+    from fm4npp.data.io import shard_paths
+
+    check_compatible(bins, cfg.serialize)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    paths = [str(p) for p in shard_paths(data_dir)]
+    # Enough blocks that every actor gets work (one block feeds one actor at a time).
+    ds = ray.data.read_parquet(paths, columns=READ_COLUMNS,
+                               override_num_blocks=max(len(paths), 4 * cfg.num_actors))
+    return ds.map_batches(
+        SerializeBatch,
+        fn_constructor_kwargs={"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split},
+        batch_size=cfg.map_batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        num_cpus=cfg.actor_num_cpus,
+    )
+
+
+serialized_dataset = build_dataset  # the name fm4npp.pretrain uses
+
+
+def _collate_fn():
+    """`collate` as the callable class Ray >= 2.47 wants (numpy batches in)."""
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class _Collate(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return collate(batch)
+
+    return _Collate()
+
+
+def torch_batches(ds, cfg: PipelineConfig, epoch: int = 0):
+    """Iterate padded torch batches of a serialized Dataset or a Ray Train dataset shard.
+
+    A seeded local shuffle (seed + epoch) unless bucketing by length or shuffle_seed is None.
+    """
+    shuffle = cfg.shuffle_seed is not None and not cfg.bucket_by_length
+    return ds.iter_torch_batches(
+        batch_size=cfg.batch_size,
+        collate_fn=_collate_fn(),
+        drop_last=cfg.drop_last,
+        local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None,
+        local_shuffle_seed=(cfg.shuffle_seed + epoch) if shuffle else None,
+    )
+
+
+def plain_batches(events: list[dict], cfg: PipelineConfig, epoch: int = 0):
+    """The plain-Python counterpart of `torch_batches` over `load_serialized` output
+    (shuffle: a seeded permutation, not Ray's buffer shuffle; bucketing: sort by length)."""
+    idx = np.arange(len(events))
+    if cfg.bucket_by_length:
+        idx = np.array(sorted(idx, key=lambda i: (len(events[i]["coords"]), int(events[i]["event_id"]))), int)
+    elif cfg.shuffle_seed is not None:
+        idx = np.random.default_rng([cfg.shuffle_seed, epoch]).permutation(len(events))
+    stop = len(idx) - (len(idx) % cfg.batch_size if cfg.drop_last else 0)
+    for i in range(0, stop, cfg.batch_size):
+        yield collate([events[j] for j in idx[i:i + cfg.batch_size]])
+
+

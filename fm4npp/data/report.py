@@ -1,0 +1,199 @@
+"""``fm4npp data report``: the figures a physicist checks first, and their numbers as JSON.
+
+Figures (PNG): hits and tracks per event; hit r (48 layer spikes), z (|z| < 102.3 cm, the
+central membrane gap) and phi (12 sector gaps); primary charged eta and pT; dE/dx
+(truncated mean of the lowest 70 % of cluster charges) vs p by species; PID class and noise
+fractions; hits per track vs pT; an x-y and r-z event display coloured by track.
+Numbers: :func:`fm4npp.data.stats.summary_from`, with :data:`fm4npp.data.stats.EXPECTATIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fm4npp.data.io import DataError, Problem, read_events
+from fm4npp.data.schema import PID_CLASSES
+from fm4npp.data.stats import EXPECTATIONS, Collected, collect, summary_from
+
+SPECIES = {"pi": (211, "tab:blue"), "K": (321, "tab:green"), "p": (2212, "tab:red"), "e": (11, "tab:orange")}
+Z_MAX_CM = 102.325
+DEDX_MIN_HITS = 15
+DEDX_MAX_ABS_ETA = 1.0
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, name: str, figures: list[str]) -> None:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    _plt().close(fig)
+    figures.append(name)
+
+
+def _per_event(c: Collected, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    hpe = c.hits_per_event
+    ax[0].hist(hpe, bins=np.linspace(0, max(hpe.max(initial=1), 1) * 1.02, 50), color="k", histtype="step")
+    ax[0].axvline(hpe.mean(), color="tab:red", ls="--", label=f"mean {hpe.mean():.0f}")
+    ax[0].axvline(np.percentile(hpe, 99), color="tab:blue", ls=":", label=f"99% {np.percentile(hpe, 99):.0f}")
+    ax[0].set(xlabel="hits per event", ylabel="events", yscale="log", title=f"{c.n_events} events")
+    ax[0].legend()
+    tpe = c.tracks_per_event
+    bins = np.arange(0, max(tpe.max(initial=1), 1) + 2) - 0.5
+    ax[1].hist(tpe, bins=bins, histtype="step", color="k", label=f"tracks listed (mean {tpe.mean():.1f})")
+    ev_of_track = np.repeat(np.arange(len(tpe)), tpe)
+    with_hits = np.bincount(ev_of_track[c.track_nhits > 0], minlength=len(tpe))
+    ax[1].hist(with_hits, bins=bins, histtype="step", color="tab:blue",
+               label=f"tracks with hits (mean {with_hits.mean():.1f})")
+    ax[1].set(xlabel="tracks per event", ylabel="events", yscale="log")
+    ax[1].legend()
+    _save(fig, out, "hits_tracks_per_event.png", figures)
+
+
+def _hit_positions(c: Collected, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    ax[0].hist(c.hit_r, bins=np.arange(20, 80, 0.05), color="k", histtype="stepfilled")
+    n_spikes = len(np.unique(np.round(c.hit_r, 1)))
+    ax[0].set(xlabel="hit r [cm]", ylabel="hits / 0.05 cm", yscale="log",
+              title=f"hit radius ({n_spikes} distinct radii at 1 mm; expect 48)")
+    ax[1].hist(c.hit_z, bins=np.linspace(-110, 110, 221), color="k", histtype="step")
+    for z in (-Z_MAX_CM, Z_MAX_CM):
+        ax[1].axvline(z, color="tab:red", ls="--")
+    ax[1].set(xlabel="hit z [cm]", ylabel="hits / cm", title="hit z (red: max drift ±102.3 cm)")
+    ax[2].hist(np.degrees(c.hit_phi), bins=np.linspace(-180, 180, 721), color="k", histtype="step")
+    ax[2].set(xlabel="hit phi [deg]", ylabel="hits / 0.5 deg", title="hit phi (12 sector gaps)")
+    _save(fig, out, "hit_r_z_phi.png", figures)
+
+
+def _tracks(c: Collected, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    sel = c.track_primary & (c.track_charge != 0)
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    eta = c.track_eta[sel & np.isfinite(c.track_eta)]
+    bins = np.linspace(-5, 5, 41)
+    h, edges = np.histogram(eta, bins=bins)
+    ax[0].step(edges[:-1], h / max(c.n_events, 1) / np.diff(edges), where="post", color="k")
+    ax[0].axhline(2.39, color="tab:red", ls="--", label="2.39 (PYTHIA inelastic, |eta|<0.5)")
+    ax[0].axvspan(-1.1, 1.1, color="0.9", label="TPC |eta| < 1.1")
+    ax[0].set(xlabel="eta", ylabel="dNch/deta", title="primary charged particles")
+    ax[0].legend(fontsize=8)
+    pt = c.track_pt[sel]
+    ax[1].hist(pt, bins=np.linspace(0, 5, 51), histtype="step", color="k")
+    ax[1].set(xlabel="pT [GeV/c]", ylabel="tracks", yscale="log", title="primary charged pT")
+    _save(fig, out, "tracks_eta_pt.png", figures)
+
+
+def _dedx(c: Collected, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    good = (c.track_nhits >= DEDX_MIN_HITS) & (np.abs(np.nan_to_num(c.track_eta, nan=99)) < DEDX_MAX_ABS_ETA)
+    apdg = np.abs(c.track_pdg)
+    for name, (pdg, color) in SPECIES.items():
+        s = good & (apdg == pdg)
+        ax.scatter(c.track_p[s], c.track_dedx[s], s=4, color=color, alpha=0.6, label=f"{name} ({s.sum()})")
+    ax.set(xscale="log", yscale="log", xlim=(0.05, 10), xlabel="p at production [GeV/c]",
+           ylabel="truncated mean (lowest 70 %) hit_energy",
+           title=f"dE/dx vs p (tracks with >= {DEDX_MIN_HITS} hits, |eta| < {DEDX_MAX_ABS_ETA})")
+    ax.legend(markerscale=3)
+    _save(fig, out, "dedx_vs_p.png", figures)
+
+
+def _classes(c: Collected, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    n = max(len(c.hit_pid_class), 1)
+    frac = [np.sum(c.hit_pid_class == k) / n for k in PID_CLASSES]
+    bars = ax[0].bar(list(PID_CLASSES.values()), frac, color="tab:blue")
+    ax[0].bar_label(bars, labels=[f"{f:.3f}" for f in frac])
+    ax[0].set(ylabel="fraction of hits", title="PID class of hits")
+    noise = c.hit_noise.mean() if len(c.hit_noise) else 0
+    bars = ax[1].bar(["signal", "noise"], [1 - noise, noise], color=["tab:green", "tab:gray"])
+    ax[1].bar_label(bars, labels=[f"{1 - noise:.3f}", f"{noise:.3f}"])
+    ax[1].set(ylabel="fraction of hits", title="noise (p < 60 MeV/c at production)")
+    _save(fig, out, "class_fractions.png", figures)
+
+
+def _hits_per_track(c: Collected, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    has = c.track_nhits > 0
+    central = np.abs(np.nan_to_num(c.track_eta, nan=99)) < 0.5
+    prim = c.track_primary & (c.track_charge != 0)
+    ax.scatter(c.track_pt[has & ~(prim & central)], c.track_nhits[has & ~(prim & central)], s=3,
+               color="0.6", label="other tracks with hits")
+    s = has & prim & central
+    ax.scatter(c.track_pt[s], c.track_nhits[s], s=5, color="tab:blue", label="primary charged, |eta| < 0.5")
+    ax.axhline(48, color="tab:red", ls="--", label="48 layers")
+    ax.axvline(0.2, color="k", ls=":")
+    ax.set(xscale="log", xlim=(0.01, 10), xlabel="pT at production [GeV/c]", ylabel="hits per track",
+           title="hits per track vs pT (loopers below ~0.16 GeV/c)")
+    ax.legend(fontsize=8)
+    _save(fig, out, "hits_per_track_vs_pt.png", figures)
+
+
+def _event_display(path, row: int, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    event = None
+    for i, ev in enumerate(read_events(path, ["event_id", "hit_x", "hit_y", "hit_z", "hit_track_id", "hit_noise"],
+                                       empty="keep")):
+        if i == row:
+            event = ev
+            break
+    if event is None:
+        raise DataError(Problem(str(path), f"no event at row {row} for the event display"))
+    x, y, z = event["hit_x"], event["hit_y"], event["hit_z"]
+    r = np.hypot(x, y)
+    _, colour_index = np.unique(event["hit_track_id"], return_inverse=True)
+    cmap = plt.get_cmap("tab20")
+    colours = cmap(colour_index % 20)
+    noise = event["hit_noise"].astype(bool)
+    colours[noise] = (0.6, 0.6, 0.6, 1.0)
+    fig, ax = plt.subplots(1, 2, figsize=(13, 6))
+    ax[0].scatter(x, y, s=3, c=colours)
+    for rr in (30.0, 78.0):
+        ax[0].add_patch(plt.Circle((0, 0), rr, fill=False, color="0.8", lw=0.8))
+    ax[0].set(xlabel="x [cm]", ylabel="y [cm]", aspect="equal", xlim=(-80, 80), ylim=(-80, 80),
+              title=f"event {int(event['event_id'])}: {len(x)} hits, "
+                    f"{len(np.unique(event['hit_track_id']))} tracks (grey: noise)")
+    ax[1].scatter(z, r, s=3, c=colours)
+    ax[1].set(xlabel="z [cm]", ylabel="r [cm]", xlim=(-105, 105), ylim=(0, 80), title="r-z view")
+    _save(fig, out, "event_display.png", figures)
+
+
+def make_report(path_or_dir: str | Path, out: str | Path, *, max_events: int | None = None,
+                display_event: int = 0) -> dict:
+    """Draw the report figures into ``out`` and write ``out/report.json``; returns its content."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    c = collect(path_or_dir, max_events)
+    if c.n_events == 0:
+        raise DataError(Problem(str(path_or_dir), "no events to report on"))
+    figures: list[str] = []
+    _per_event(c, out, figures)
+    _hit_positions(c, out, figures)
+    _tracks(c, out, figures)
+    _dedx(c, out, figures)
+    _classes(c, out, figures)
+    _hits_per_track(c, out, figures)
+    _event_display(path_or_dir, display_event, out, figures)
+    numbers = summary_from(c)
+    result = {
+        "dataset": str(Path(path_or_dir).resolve()),
+        "numbers": numbers,
+        "expectations": {k: v for k, v in EXPECTATIONS.items() if k in numbers},
+        "figures": figures,
+    }
+    (out / "report.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,120 @@
+"""``fm4npp data validate``: list every problem of a data set directory, touching nothing.
+
+Checks: manifest present, parseable, right schema version, every listed shard present with
+its sha256 and event count, no unlisted shard; each shard a readable Parquet file (missing,
+corrupt, truncated) with the schema version in its metadata and the same schema as the
+others; every row's content (see :func:`fm4npp.data.io.table_problems`); event ids unique
+across the data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+
+from fm4npp.data.io import (
+    MANIFEST_NAME,
+    DataError,
+    Problem,
+    load_manifest,
+    manifest_problems,
+    open_shard,
+    table_problems,
+)
+
+__all__ = ["Problem", "validate_dataset", "sha256_of"]
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> list[Problem]:
+    """Every problem found in the data set at ``directory`` (empty list: valid). Read-only."""
+    d = Path(directory)
+    if not d.is_dir():
+        return [Problem(str(d), "not a directory")]
+    problems: list[Problem] = []
+    listed: dict[str, dict] = {}
+    manifest_path = str(d / MANIFEST_NAME)
+    manifest = None
+    try:
+        manifest = load_manifest(d)
+    except DataError as exc:
+        problems += exc.problems
+    if manifest is not None:
+        problems += manifest_problems(manifest, manifest_path)
+        if isinstance(manifest.get("files"), dict):
+            listed = {k: v if isinstance(v, dict) else {} for k, v in manifest["files"].items()}
+
+    on_disk = sorted(p.name for p in d.glob("*.parquet"))
+    if manifest is not None:
+        for name in on_disk:
+            if name not in listed:
+                problems.append(Problem(str(d / name), "not listed in manifest.json"))
+    names = sorted(set(listed) | set(on_disk))
+    if not names:
+        problems.append(Problem(str(d), "no Parquet shards"))
+
+    ref_schema: tuple[str, pa.Schema] | None = None
+    first_row_of: dict[int, tuple[str, int]] = {}
+    total_rows = 0
+    for name in names:
+        path = d / name
+        entry = listed.get(name)
+        if not path.exists():
+            problems.append(Problem(str(path), "listed in manifest.json but missing"))
+            continue
+        if entry is not None and "sha256" in entry:
+            digest = sha256_of(path)
+            if digest != entry["sha256"]:
+                problems.append(Problem(str(path), f"sha256 {digest[:12]}... does not match manifest "
+                                        f"{str(entry['sha256'])[:12]}... (modified or corrupt)"))
+        try:
+            pf = open_shard(path)
+        except DataError as exc:
+            problems += exc.problems
+            continue
+        schema = pf.schema_arrow.remove_metadata()
+        if ref_schema is None:
+            ref_schema = (name, schema)
+        elif not schema.equals(ref_schema[1]):
+            problems.append(Problem(str(path), f"schema differs from {ref_schema[0]}"))
+        nrows = pf.metadata.num_rows
+        total_rows += nrows
+        if entry is not None and "events" in entry and entry["events"] != nrows:
+            problems.append(Problem(str(path), f"{nrows} events, manifest says {entry['events']}"))
+        row0 = 0
+        for g in range(pf.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            try:
+                table = pf.read_row_group(g)
+            except (pa.ArrowException, OSError) as exc:
+                problems.append(Problem(str(path), f"rows {row0}..{row0 + n - 1} unreadable "
+                                        f"(corrupt or truncated?): {exc}", row=row0))
+                row0 += n
+                continue
+            problems += table_problems(table, str(path), row0, empty="keep" if allow_empty else "error")
+            for r, e in enumerate(table.column("event_id").to_pylist()):
+                if e is None:
+                    continue
+                if e in first_row_of and first_row_of[e][0] != name:
+                    other = first_row_of[e]
+                    problems.append(Problem(str(path), f"event_id also in {other[0]} row {other[1]}",
+                                            row=row0 + r, column="event_id", event_id=e))
+                first_row_of.setdefault(e, (name, row0 + r))
+            row0 += n
+
+    counts = manifest.get("counts") if isinstance(manifest, dict) else None
+    expected = counts.get("events") if isinstance(counts, dict) else None
+    if isinstance(expected, int) and expected != total_rows and not any(
+        p.what.startswith(("listed in manifest", "not a readable")) for p in problems
+    ):
+        problems.append(Problem(manifest_path, f"counts.events {expected}, shards hold {total_rows}"))
+    return problems

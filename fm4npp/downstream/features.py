@@ -1,0 +1,186 @@
+"""Frozen foundation-model features for the adapters, with an on-disk cache.
+
+The pretrained backbone runs once per event in eval mode without gradients; the residual
+stream after every block (FM4NPP.forward(..., return_hidden=True)) is kept per point as
+(N, n_layers, d_model). Adapters see a learnable softmax-weighted mix of the layers
+(`LayerMix`). Because the backbone is frozen, these states never change while adapters train,
+so they are cached on disk: one safetensors file per event under
+``<cache_dir>/<checkpoint hash>/<event content hash>.safetensors``. The checkpoint hash covers
+every file of the checkpoint dir; the event hash covers the serialized coordinates and energies
+(so a different serialization, bin file or data set can never hit a stale entry). Cached states
+are stored as float16 (halves the disk and RAM; the adapters train in float32).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fm4npp.runs import PROJECT_ROOT
+
+DEFAULT_CACHE_DIR = PROJECT_ROOT / ".cache" / "features"
+
+
+def checkpoint_hash(path: str | Path) -> str:
+    """SHA-256 over the relative names and bytes of every file of a checkpoint dir (or file)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"checkpoint dir {path} holds no files")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def event_key(event: dict) -> str:
+    """Content hash of an event's backbone inputs (serialized coords and energies)."""
+    h = hashlib.sha256()
+    for name in ("coords", "energy"):
+        a = np.ascontiguousarray(np.asarray(event[name], dtype=np.float32))
+        h.update(name.encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()[:32]
+
+
+class FeatureCache:
+    """Per-event backbone states on disk, namespaced by checkpoint hash."""
+
+    def __init__(self, root: str | Path | None, ckpt_hash: str):
+        self.dir = Path(root or DEFAULT_CACHE_DIR) / ckpt_hash[:24]
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        from safetensors.torch import load_file
+
+        p = self.path(key)
+        if not p.exists():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return load_file(str(p))["states"]
+
+    def put(self, key: str, states: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{key}.{os.getpid()}.tmp"
+        save_file({"states": states.to(torch.float16).contiguous()}, str(tmp))
+        os.replace(tmp, self.path(key))  # atomic: a reader never sees half a file
+
+
+def pad_points(arrays: Sequence, pad_value=0.0, dtype=None) -> torch.Tensor:
+    """Right-pad per-event arrays (N_i, ...) to (B, max N, ...)."""
+    ts = [torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a) for a in arrays]
+    if dtype is not None:
+        ts = [t.to(dtype) for t in ts]
+    L = max(t.shape[0] for t in ts)
+    out = ts[0].new_full((len(ts), L, *ts[0].shape[1:]), pad_value)
+    for i, t in enumerate(ts):
+        out[i, : t.shape[0]] = t
+    return out
+
+
+def points_mask(lengths: Sequence[int]) -> torch.Tensor:
+    L = max(lengths)
+    return torch.arange(L)[None, :] < torch.as_tensor(lengths)[:, None]
+
+
+@torch.no_grad()
+def backbone_states(
+    model: nn.Module,
+    events: Sequence[dict],
+    *,
+    cache: FeatureCache | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[torch.Tensor]:
+    """Per event, the frozen backbone's hidden states (N_i, n_layers, d_model), float16.
+
+    Events already in ``cache`` are read back; the others run through ``model`` (eval mode, no
+    grad) in padded batches of events of similar length, and are written to the cache.
+    """
+    import time
+
+    model.eval()
+    keys = [event_key(e) for e in events]
+    out: list[torch.Tensor | None] = [cache.get(k) if cache is not None else None for k in keys]
+    todo = [i for i, s in enumerate(out) if s is None]
+    todo.sort(key=lambda i: len(events[i]["energy"]))  # less padding
+    t0 = time.time()
+    for n, start in enumerate(range(0, len(todo), batch_size)):
+        idx = todo[start : start + batch_size]
+        lengths = [len(events[i]["energy"]) for i in idx]
+        coords = pad_points([events[i]["coords"] for i in idx], dtype=torch.float32)
+        energy = pad_points([events[i]["energy"] for i in idx], dtype=torch.float32)
+        mask = points_mask(lengths)
+        _, hidden = model(coords, energy, mask, return_hidden=True)
+        states = torch.stack(hidden, dim=2)  # (B,L,n_layers,d)
+        for j, i in enumerate(idx):
+            s = states[j, : lengths[j]].to(torch.float16).contiguous()
+            out[i] = s
+            if cache is not None:
+                cache.put(keys[i], s)
+        if progress and (n % 20 == 0 or start + batch_size >= len(todo)):
+            done = min(start + batch_size, len(todo))
+            rate = done / max(time.time() - t0, 1e-9)
+            print(f"features: {done}/{len(todo)} events computed ({rate:.1f} ev/s, "
+                  f"ETA {(len(todo) - done) / max(rate, 1e-9):.0f} s)", flush=True)
+    return out  # type: ignore[return-value]
+
+
+class LayerMix(nn.Module):
+    """Learnable softmax-weighted sum over backbone layers: (B,L,n_layers,d) -> (B,L,d).
+
+    Each layer is first layer-normalised (no affine): the residual stream grows with depth,
+    and without this the softmax weights would mostly learn the scale, not the choice of layer.
+    """
+
+    def __init__(self, n_layers: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(n_layers))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        states = F.layer_norm(states.float(), states.shape[-1:])
+        w = torch.softmax(self.logits, 0)
+        return torch.einsum("blnd,n->bld", states, w)
+
+
+class FrozenFMSource(nn.Module):
+    """Feature source for the FM adapters: cached frozen states -> LayerMix (trainable)."""
+
+    kind = "fm"
+
+    def __init__(self, n_layers: int, d_model: int):
+        super().__init__()
+        self.mix = LayerMix(n_layers)
+        self.d_out = d_model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.mix(batch["states"])
+
+
+def load_backbone(path: str | Path):
+    """(model, extra) from a pretrained checkpoint dir (fm4npp.model.io), frozen in eval mode."""
+    from fm4npp.model.io import from_pretrained
+
+    model, extra = from_pretrained(str(path))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, extra

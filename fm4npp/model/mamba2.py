@@ -1,0 +1,126 @@
+"""The Mamba2 mixer: in-projection, causal depthwise conv, SSD scan, gated RMSNorm, out-projection.
+
+On CUDA with `mamba_ssm` (and `causal_conv1d`) installed, the conv and the scan run in their
+fused kernels; everywhere else in plain PyTorch (`fm4npp.model.ssd`). Both are imported lazily
+so that importing this module never needs a GPU package.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .ssd import ssd_chunked
+
+
+def _fused_ops():
+    """(mamba_chunk_scan_combined, causal_conv1d_fn or None), or None if mamba_ssm is missing."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except Exception:  # ImportError, or a broken CUDA/triton install
+        return None
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        causal_conv1d_fn = None
+    return mamba_chunk_scan_combined, causal_conv1d_fn
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm(y * silu(z)) over groups of the channels (Mamba2's norm_before_gate=False)."""
+
+    def __init__(self, dim: int, groups: int = 1, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.groups, self.eps = groups, eps
+
+    def forward(self, y, z):
+        y = y * F.silu(z)
+        shape = y.shape
+        y = y.view(*shape[:-1], self.groups, -1)
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.view(shape) * self.weight
+
+
+class Mamba2(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, di, n, g, h = cfg.d_model, cfg.d_inner, cfg.d_state, cfg.ngroups, cfg.n_heads
+        self.conv_dim = di + 2 * g * n
+        # Two projections of the same input instead of mamba's one: B and C get their own
+        # muP-SSM init/lr scaling (fm4npp.model.mup), which needs a separate parameter.
+        self.in_proj = nn.Linear(d, 2 * di + h, bias=cfg.proj_bias)  # -> z, x, dt
+        self.bc_proj = nn.Linear(d, 2 * g * n, bias=cfg.proj_bias)  # -> B, C
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, cfg.d_conv, groups=self.conv_dim,
+                                padding=cfg.d_conv - 1, bias=cfg.conv_bias)
+        self.A_log = nn.Parameter(torch.empty(h))
+        self.dt_bias = nn.Parameter(torch.empty(h))
+        self.D = nn.Parameter(torch.empty(h))
+        self.norm = GatedRMSNorm(di, groups=g, eps=cfg.norm_eps)
+        self.out_proj = nn.Linear(di, d, bias=cfg.proj_bias)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self):
+        """Mamba2 init: A ~ U[1, 16] (stored as log), dt log-uniform, dt_bias = softplus^-1(dt), D = 1."""
+        cfg = self.cfg
+        self.A_log.copy_(torch.empty_like(self.A_log).uniform_(cfg.a_init_min, cfg.a_init_max).log())
+        lo, hi = math.log(cfg.dt_min), math.log(cfg.dt_max)
+        dt = torch.exp(torch.rand_like(self.dt_bias) * (hi - lo) + lo).clamp(min=cfg.dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+        self.D.fill_(1.0)
+
+    def forward(self, u, mask=None, initial_state=None, return_final_state=False):
+        """u (b, l, d_model) -> (b, l, d_model). mask (b, l) bool, True = real token.
+
+        Masked (padding) steps get dt = 0: they neither decay nor write the SSM state, so the
+        final state is the one after the last real token. Causality already keeps padding on
+        the right from reaching real tokens.
+        """
+        cfg = self.cfg
+        b, l, _ = u.shape
+        di, g, n, h, p = cfg.d_inner, cfg.ngroups, cfg.d_state, cfg.n_heads, cfg.headdim
+        z, x, dt = self.in_proj(u).split([di, di, h], dim=-1)
+        xbc = torch.cat([x, self.bc_proj(u)], dim=-1)
+        dt = F.softplus(dt + self.dt_bias)
+        if mask is not None:
+            dt = dt * mask.unsqueeze(-1).to(dt.dtype)
+        A = -torch.exp(self.A_log.float())
+
+        fused = _fused_ops() if (u.is_cuda and cfg.use_fused_kernels) else None
+        xbc = self._conv(xbc, fused[1] if fused else None)
+        x, B, C = xbc.split([di, g * n, g * n], dim=-1)
+        x = x.reshape(b, l, h, p)
+        B, C = B.reshape(b, l, g, n), C.reshape(b, l, g, n)
+        if fused is not None:
+            out = fused[0](x, dt, A, B, C, chunk_size=cfg.chunk_size, D=None,
+                           initial_states=initial_state, return_final_states=return_final_state)
+        else:
+            out = ssd_chunked(x, dt.to(x.dtype), A.to(x.dtype), B, C, chunk_size=cfg.chunk_size,
+                              initial_state=initial_state, return_final_state=return_final_state)
+        y, final = out if return_final_state else (out, None)
+        y = y + x * self.D.to(x.dtype).unsqueeze(-1)
+        y = self.out_proj(self.norm(y.reshape(b, l, di), z))
+        return (y, final) if return_final_state else y
+
+    def _conv(self, xbc, causal_conv1d_fn=None):
+        """Causal depthwise conv over time + SiLU; xbc (b, l, c) -> (b, l, c)."""
+        w = self.conv1d.weight.squeeze(1)  # (c, d_conv)
+        if causal_conv1d_fn is not None:
+            return causal_conv1d_fn(xbc.transpose(1, 2), w, self.conv1d.bias,
+                                    activation="silu").transpose(1, 2)
+        # A sum of d_conv shifted copies: on CPU several times faster than F.conv1d's
+        # depthwise backward, and the layout stays (b, l, c).
+        l, k = xbc.shape[1], w.shape[1]
+        xp = F.pad(xbc, (0, 0, k - 1, 0))
+        out = xp[:, k - 1:] * w[:, k - 1]
+        for i in range(k - 1):
+            out = out + xp[:, i:i + l] * w[:, i]
+        if self.conv1d.bias is not None:
+            out = out + self.conv1d.bias
+        return F.silu(out)

@@ -1,0 +1,121 @@
+"""The state-space-duality (SSD) scan of Mamba2, in plain PyTorch.
+
+The selective SSM with scalar-times-identity A per head (Dao & Gu 2024) is, per head,
+
+    h_t = exp(dt_t * A) h_{t-1} + dt_t x_t B_t^T        h_t: (headdim P, d_state N)
+    y_t = h_t C_t
+
+`ssd_recurrent` runs exactly that, one step at a time (the reference). `ssd_chunked` computes
+the same thing in chunks of Q steps, which turns almost all the work into batched matmuls:
+
+  1. diagonal blocks: inside a chunk the map x -> y is a masked "attention"
+     y_i = sum_{j<=i} (C_i . B_j) exp(a_i - a_j) dt_j x_j, with a the cumulative log decay;
+  2. chunk states: the state each chunk leaves behind if it started from zero;
+  3. inter-chunk recurrence: states at chunk starts, from a (chunks x chunks) decay matrix
+     (or a loop over chunks when there are many);
+  4. state -> output: each chunk reads its starting state through C, decayed to step i.
+
+Shapes follow mamba_ssm: x (b, l, h, p), dt (b, l, h) (after softplus), A (h,) negative,
+B and C (b, l, g, n) with heads split evenly over g groups, states (b, h, p, n).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Up to this many chunks the inter-chunk recurrence is one matmul with a (chunks+1)^2 decay
+# matrix; beyond it the quadratic cost outgrows a loop over chunks.
+MAX_CHUNKS_MATRIX = 64
+
+
+def _check_shapes(x, dt, A, B, C):
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    if dt.shape != (b, l, h) or A.shape != (h,):
+        raise ValueError(f"dt must be {(b, l, h)} and A {(h,)}, got {tuple(dt.shape)}, {tuple(A.shape)}")
+    if B.shape != (b, l, g, n) or C.shape != (b, l, g, n) or h % g:
+        raise ValueError(f"B and C must be (b, l, g, n) with g dividing h={h}, got "
+                         f"{tuple(B.shape)}, {tuple(C.shape)}")
+    return b, l, h, p, g, n
+
+
+def ssd_chunked(x, dt, A, B, C, chunk_size=64, initial_state=None, return_final_state=False):
+    """Chunked SSD scan. Any length l (padded to a multiple of chunk_size inside).
+
+    Returns y (b, l, h, p), and the state after the last step (b, h, p, n) if
+    return_final_state. Padding uses dt = 0, which neither decays nor writes the state.
+    """
+    b, l, h, p, g, n = _check_shapes(x, dt, A, B, C)
+    hg, Q = h // g, chunk_size
+    pad = (-l) % Q
+    if pad:
+        x = F.pad(x, (0, 0, 0, 0, 0, pad))
+        dt = F.pad(dt, (0, 0, 0, pad))
+        B = F.pad(B, (0, 0, 0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, 0, 0, pad))
+    c = (l + pad) // Q
+
+    # Blocked layouts: (b, chunk, group, head-in-group, step, ...) so every (chunk, head) block
+    # is a contiguous matmul operand.
+    a = (dt * A).view(b, c, Q, g, hg).permute(0, 1, 3, 4, 2)  # log decay per step
+    a_cum = a.cumsum(-1)  # (b, c, g, hg, Q)
+    xdt = (x * dt.unsqueeze(-1)).view(b, c, Q, g, hg, p).permute(0, 1, 3, 4, 2, 5)
+    Bc = B.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, Q, n)
+    Cc = C.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)
+
+    # 1. diagonal blocks. Mask before exp: above the diagonal the difference is positive.
+    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
+    decay = (a_cum.unsqueeze(-1) - a_cum.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()
+    scores = Cc @ Bc.transpose(-1, -2)  # (b, c, g, 1, Q, Q), shared by the heads of a group
+    y = (scores * decay) @ xdt  # (b, c, g, hg, Q, p)
+
+    # 2. chunk states, laid out (n, p): B^T (decayed xdt).
+    decay_to_end = (a_cum[..., -1:] - a_cum).exp().unsqueeze(-1)
+    states = Bc.transpose(-1, -2) @ (xdt * decay_to_end)  # (b, c, g, hg, n, p)
+
+    # 3. states at the start of every chunk (and the final one).
+    if initial_state is None:
+        s0 = states.new_zeros(b, g, hg, n, p)
+    else:
+        s0 = initial_state.view(b, g, hg, p, n).transpose(-1, -2).to(states.dtype)
+    chunk_decay = a_cum[..., -1]  # (b, c, g, hg)
+    if c <= MAX_CHUNKS_MATRIX:
+        u = torch.cat([s0.unsqueeze(1), states], dim=1)  # (b, c+1, g, hg, n, p)
+        u = u.permute(0, 2, 3, 1, 4, 5).reshape(b, g, hg, c + 1, n * p)
+        cs = F.pad(chunk_decay.permute(0, 2, 3, 1).cumsum(-1), (1, 0))  # (b, g, hg, c+1)
+        tri = torch.ones(c + 1, c + 1, dtype=torch.bool, device=x.device).tril()
+        w = (cs.unsqueeze(-1) - cs.unsqueeze(-2)).masked_fill(~tri, float("-inf")).exp()
+        s = (w @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 2, 4, 5)  # (b, c+1, g, hg, n, p)
+        starts, final = s[:, :-1], s[:, -1]
+    else:
+        gate = chunk_decay.exp()[..., None, None]
+        seq, cur = [], s0
+        for i in range(c):
+            seq.append(cur)
+            cur = gate[:, i] * cur + states[:, i]
+        starts, final = torch.stack(seq, dim=1), cur
+
+    # 4. each chunk reads its starting state, decayed to step i.
+    y = y + (Cc @ starts) * a_cum.exp().unsqueeze(-1)
+
+    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * Q, h, p)[:, :l]
+    if return_final_state:
+        return y, final.transpose(-1, -2).reshape(b, h, p, n)
+    return y
+
+
+def ssd_recurrent(x, dt, A, B, C, initial_state=None, return_final_state=False):
+    """Reference: the SSM recurrence one step at a time (slow; for tests and benchmarks)."""
+    b, l, h, p, g, n = _check_shapes(x, dt, A, B, C)
+    Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+    Ch = C.repeat_interleave(h // g, dim=2)
+    state = x.new_zeros(b, h, p, n) if initial_state is None else initial_state
+    ys = []
+    for t in range(l):
+        gate = torch.exp(dt[:, t] * A)[..., None, None]  # (b, h, 1, 1)
+        write = (dt[:, t, :, None] * x[:, t]).unsqueeze(-1) * Bh[:, t].unsqueeze(-2)
+        state = gate * state + write
+        ys.append((state @ Ch[:, t].unsqueeze(-1)).squeeze(-1))
+    y = torch.stack(ys, dim=1)
+    return (y, state) if return_final_state else y

@@ -1,0 +1,52 @@
+"""`fm4npp pretrain`: one pretraining run (the same code path the studies use)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="pretrain the foundation model on a data set (Ray Train + MLflow)",
+        description="Pretrain one model; rerunning with the same --run-name resumes it.")
+    p.add_argument("--preset", required=True, help="model preset (w16, w32, m1 ... m6)")
+    p.add_argument("--data", required=True, help="data set directory (Parquet + manifest.json)")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--workers", type=int, help="Ray Train workers (DDP ranks)")
+    p.add_argument("--run-name", help="stable run name: the resume key (default: config hash)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any PretrainConfig field, repeatable (e.g. --set lr=1e-3)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from fm4npp import runs
+    from fm4npp.pretrain.config import PretrainConfig
+
+    try:
+        cfg = PretrainConfig(preset=args.preset, data=args.data)
+        flags = {"steps": args.steps, "workers": args.workers, "run_name": args.run_name}
+        cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})
+        cfg = cfg.with_overrides(args.set).resolved()
+    except (KeyError, ValueError) as exc:
+        print(f"fm4npp pretrain: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+
+    import ray
+
+    from fm4npp.pretrain.run import RefusedError, run_pretraining
+
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False,
+                 runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": runs.tracking_uri()}})
+    try:
+        result = run_pretraining(cfg)
+    except RefusedError as exc:
+        print(f"fm4npp pretrain: refused: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1, default=str))
+    print(runs.describe(result["mlflow_run_id"], result["experiment"]))
+    return 0

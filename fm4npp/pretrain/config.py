@@ -1,0 +1,149 @@
+"""The one typed configuration of a pretraining run; every default lives here.
+
+Paper values (section "Neural Scaling Behaviors", appendix B): AdamW, lr 2e-4, weight decay
+0.01, gradient clipping 0.1, cosine decay after a linear warmup (10k of 100k steps), global
+batch 256 events. The CPU defaults below keep those except the batch and the step counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from fm4npp.runs import PROJECT_ROOT
+
+
+@dataclass
+class PretrainConfig:
+    preset: str = "w32"  # model preset name (fm4npp.model.presets.PRESETS)
+    n_layers: int = 0  # override the preset's depth (0 = the preset's)
+    data: str = ""  # data set directory: Parquet shards + manifest.json
+    bins: str = ""  # serialization bins JSON; "" = <data>/bins.json
+    steps: int = 1000  # optimizer steps in total (the cosine schedule ends here)
+    warmup: int = -1  # linear warmup steps; -1 = 10 % of `steps` (the paper's 10k of 100k)
+    lr: float = 2e-4  # peak learning rate (muP scales it per parameter group)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    grad_clip: float = 0.1  # max global gradient norm
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of the peak lr
+    batch_size: int = 8  # GLOBAL batch in events; split evenly across workers
+    workers: int = 1  # Ray Train workers (DDP ranks)
+    cpus_per_worker: float = 0.5  # fractional so Ray Data still gets a CPU on 2 cores
+    use_gpu: bool = False  # one GPU per worker, NCCL, bf16 autocast
+    seed: int = 0  # model init, data order and every other random draw
+    val_every: int = 100  # steps between validation passes (and one at the end)
+    val_events: int = 0  # cap on validation events (0 = the whole val split)
+    log_every: int = 10  # steps between metric reports
+    ckpt_every: int = 100  # steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # checkpoints kept on storage
+    max_failures: int = 2  # worker-group restarts before the run fails
+    difficulty_weighting: bool = True  # the paper's event-difficulty loss re-weighting
+    max_points: int = -1  # cap on points per event (0 = none, -1 = serialization default)
+    order: str = ""  # serialization order (raster, radial, ...; "" = serialization default)
+    data_fraction: float = 1.0  # nested subset of the training split (1.0 = all)
+    mup: str = "preset"  # "preset" = the preset's choice, "on" / "off" to force muP
+    run_name: str = ""  # stable name (resume key); "" = derived from the config hash
+    storage_path: str = str(PROJECT_ROOT / "runs")  # Ray Train checkpoints and run dirs
+    experiment: str = "fm4npp-pretrain"  # MLflow experiment
+    fault_at_step: int = 0  # testing only: rank 0 SIGKILLs itself once at this step
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainConfig":
+        unknown = sorted(set(d) - set(cls.field_names()))
+        if unknown:
+            raise KeyError(
+                f"unknown pretraining config key(s) {unknown}; valid keys: {cls.field_names()}"
+            )
+        cfg = cls()
+        return cfg.replace(**d)
+
+    def replace(self, **changes) -> "PretrainConfig":
+        unknown = sorted(set(changes) - set(self.field_names()))
+        if unknown:
+            raise KeyError(
+                f"unknown pretraining config key(s) {unknown}; valid keys: {self.field_names()}"
+            )
+        hints = typing.get_type_hints(type(self))
+        typed = {k: _coerce(k, v, hints[k]) for k, v in changes.items()}
+        return dataclasses.replace(self, **typed)
+
+    def with_overrides(self, pairs: list[str]) -> "PretrainConfig":
+        """Apply ``key=value`` strings (the CLI's ``--set``)."""
+        changes = {}
+        for p in pairs:
+            if "=" not in p:
+                raise ValueError(f"--set expects key=value, got {p!r}")
+            k, v = p.split("=", 1)
+            changes[k.strip()] = v.strip()
+        return self.replace(**changes)
+
+    # -- resolution ---------------------------------------------------------------------
+    def resolved(self) -> "PretrainConfig":
+        """Fill derived defaults and check values; the result is what runs and is logged."""
+        from fm4npp.model.presets import PRESETS
+
+        if self.preset not in PRESETS:
+            raise KeyError(f"unknown preset {self.preset!r}; valid presets: {sorted(PRESETS)}")
+        if not self.data:
+            raise ValueError("no data directory given (config key `data`)")
+        data = Path(self.data).expanduser().resolve()
+        bins = Path(self.bins).expanduser().resolve() if self.bins else data / "bins.json"
+        checks = [
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.workers >= 1, "workers must be >= 1"),
+            (self.batch_size >= self.workers, "batch_size (global) must be >= workers"),
+            (self.batch_size % self.workers == 0, "batch_size must be divisible by workers"),
+            (0.0 < self.data_fraction <= 1.0, "data_fraction must be in (0, 1]"),
+            (self.mup in ("preset", "on", "off"), "mup must be one of preset/on/off"),
+            (min(self.val_every, self.log_every, self.ckpt_every) >= 1,
+             "val_every, log_every and ckpt_every must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"bad pretraining config: {msg}")
+        warmup = self.warmup if self.warmup >= 0 else max(1, self.steps // 10)
+        out = dataclasses.replace(
+            self, data=str(data), bins=str(bins), warmup=min(warmup, self.steps),
+            storage_path=str(Path(self.storage_path).expanduser().resolve()),
+        )
+        if not out.run_name:
+            out = dataclasses.replace(out, run_name=f"pretrain-{out.preset}-{out.config_hash()}")
+        return out
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Hash of what determines the training result (not where it is stored or named)."""
+        d = self.to_dict()
+        for k in ("run_name", "storage_path", "experiment", "fault_at_step", "max_failures",
+                  "log_every", "keep_checkpoints"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _coerce(key: str, value, hint):
+    """Strings from the CLI become the field's type; wrong types are refused by name."""
+    if isinstance(value, str) and hint is not str:
+        try:
+            if hint is bool:
+                low = value.lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return low in ("1", "true", "yes", "on")
+            return hint(value)
+        except ValueError:
+            raise ValueError(f"config key {key!r}: cannot read {value!r} as {hint.__name__}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ValueError(f"config key {key!r}: expected {hint.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,210 @@
+"""One pretraining run: Ray Data pipeline -> Ray Train TorchTrainer -> MLflow.
+
+``run_pretraining(cfg)`` is what the CLI and the studies call. The Ray Train run directory is
+``<storage_path>/<run_name>``; starting again with the same name resumes from its latest
+checkpoint (Ray Train V2 restores a run by (storage_path, name)) and keeps logging into the
+same MLflow run. Metrics reach MLflow from ONE process: the Ray Train controller, through
+``MLflowCallback`` (workers only call ``ray.train.report``), so SQLite sees a single writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fm4npp import runs
+from fm4npp.pretrain.config import PretrainConfig
+
+RUN_INFO = "fm4npp_run.json"  # beside Ray's files in the run dir: bins hash, MLflow run id
+
+
+class RefusedError(ValueError):
+    """A run that must not start (missing bins, bins differing from the checkpoint's)."""
+
+
+def _user_callback_base():
+    import ray.train
+
+    return ray.train.UserCallback
+
+
+def make_mlflow_callback(run_id: str, tracking_uri: str):
+    """A Ray Train callback (runs in the controller) logging rank 0's reported metrics."""
+
+    class MLflowCallback(_user_callback_base()):
+        def __init__(self):
+            self.run_id, self.uri = run_id, tracking_uri
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if not metrics or not metrics[0] or "step" not in metrics[0]:
+                return
+            os.environ["MLFLOW_TRACKING_URI"] = self.uri
+            runs.log_metrics_history(self.run_id, [metrics[0]])
+
+    return MLflowCallback()
+
+
+# -- data -----------------------------------------------------------------------------------
+def pipeline_config(cfg: PretrainConfig, bins):
+    """The data pipeline's config: the grid, k, detector and energy transform the bins were
+    fitted with, plus the run's order, point cap and data fraction."""
+    from fm4npp.serialize.config import PipelineConfig, SerializeConfig
+
+    fitted = bins.content["config"]
+    scfg = {"k": int(fitted["k"]), "n_bins": tuple(fitted["n_bins"]),
+            "detector": fitted["detector"], "energy_transform": fitted["energy_transform"]}
+    if cfg.order:
+        scfg["order"] = cfg.order
+    if cfg.max_points >= 0:
+        scfg["max_points"] = cfg.max_points
+    return PipelineConfig(serialize=SerializeConfig(**scfg), data_fraction=cfg.data_fraction)
+
+
+def bins_hash(cfg: PretrainConfig) -> str:
+    """Hash of the run's serialization bins; refuses (RefusedError) when there are none."""
+    from fm4npp.serialize import bins as bins_mod
+
+    path = Path(cfg.bins)
+    if not path.is_file():
+        raise RefusedError(
+            f"no serialization bins at {path}: the data in {cfg.data} cannot be serialized "
+            f"without them; fit them with `fm4npp serialize fit {cfg.data} --out {path}` "
+            f"or pass --set bins=PATH")
+    try:
+        return bins_mod.load_bins(path).hash
+    except ValueError as exc:
+        raise RefusedError(f"unusable serialization bins {path}: {exc}") from exc
+
+
+def build_datasets(cfg: PretrainConfig) -> dict:
+    """{"train", "val"} Ray Datasets of serialized events, materialized once on the driver
+    so that every worker reads them without serializing again."""
+    from fm4npp.data import pipeline
+    from fm4npp.serialize import bins as bins_mod
+
+    bins = bins_mod.load_bins(cfg.bins)
+    pcfg = pipeline_config(cfg, bins)
+    return {split: pipeline.serialized_dataset(cfg.data, split, pcfg, bins).materialize()
+            for split in ("train", "val")}
+
+
+# -- trainer --------------------------------------------------------------------------------
+def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_: str = ""):
+    """The TorchTrainer of a resolved config. ``callbacks`` go to Ray Train's RunConfig (the
+    studies pass a TuneReportCallback); ``datasets`` default to ``build_datasets(cfg)``."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from fm4npp.pretrain.loop import train_loop_per_worker
+
+    if not cfg.run_name:
+        cfg = cfg.resolved()
+    bins_hash_ = bins_hash_ or bins_hash(cfg)
+    res = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        res["GPU"] = 1
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"pretrain": cfg.to_dict(), "bins_hash": bins_hash_},
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                               resources_per_worker=res),
+        run_config=ray.train.RunConfig(
+            name=cfg.run_name,
+            storage_path=cfg.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            callbacks=list(callbacks or []),
+        ),
+        datasets=datasets if datasets is not None else build_datasets(cfg),
+        # every worker sees the whole (small, materialized) split; loop.py picks its slice
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+    )
+
+
+def _check_run_dir(cfg: PretrainConfig, h: str) -> dict:
+    """Refuse to resume a run whose checkpoints were made with other bins."""
+    info_path = Path(cfg.storage_path) / cfg.run_name / RUN_INFO
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("bins_hash") != h:
+            raise RefusedError(
+                f"run {cfg.run_name!r} in {info_path.parent} was trained with serialization bins "
+                f"of hash {info.get('bins_hash')}, but {cfg.bins} has hash {h}; refusing to "
+                f"resume (use another run name for the new bins)")
+        return info
+    return {}
+
+
+def _write_run_info(cfg: PretrainConfig, info: dict) -> None:
+    path = Path(cfg.storage_path) / cfg.run_name / RUN_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=1))
+    tmp.replace(path)
+
+
+def _log_artifacts(run_id: str, cfg: PretrainConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, style in (("train_loss", "-"), ("val_mse", "o-"), ("val_baseline_mse", "--")):
+        hist = runs.metric_history(run_id, key)
+        if hist:
+            ax.plot(*zip(*hist), style, label=key, ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (normalised coords$^2$)")
+    ax.set_yscale("log")
+    ax.set_title(cfg.run_name, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    runs.log_figure(run_id, fig, "loss_curve.png")
+    plt.close(fig)
+    runs.log_dict(run_id, cfg.to_dict(), "pretrain_config.json")
+
+
+def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | None = None,
+                    tags: dict | None = None, datasets: dict | None = None) -> dict:
+    """Train (or resume) one run; returns {val_mse, val_baseline_mse, N, D, C, events, steps,
+    checkpoint, run_dir, run_name, mlflow_run_id, experiment, tracking_uri}.
+
+    ``callbacks``: extra Ray Train callbacks (e.g. Tune's); ``parent_run_id``/``tags``: MLflow
+    nesting for studies; ``datasets``: ``build_datasets(cfg)`` output to share between runs
+    on the same data (it must come from the same data, bins, fraction and order)."""
+    cfg = cfg.resolved()
+    h = bins_hash(cfg)
+    info = _check_run_dir(cfg, h)
+    run_tags = {"preset": cfg.preset, "bins_hash": h, **(tags or {})}
+    params = {**cfg.to_dict(), "bins_hash": h}
+    run_id, _ = runs.get_or_start_run(cfg.run_name, params, run_tags, parent_run_id,
+                                      cfg.experiment)
+    _write_run_info(cfg, {**info, "bins_hash": h, "mlflow_run_id": run_id,
+                          "experiment": cfg.experiment, "config": cfg.to_dict()})
+    cbs = [make_mlflow_callback(run_id, runs.tracking_uri()), *(callbacks or [])]
+    try:
+        result = build_trainer(cfg, callbacks=cbs, datasets=datasets, bins_hash_=h).fit()
+    except BaseException:
+        runs.end_run(run_id, "FAILED")
+        raise
+    m = dict(result.metrics or {})
+    _log_artifacts(run_id, cfg)
+    runs.end_run(run_id, "FINISHED")
+    return {
+        "val_mse": m.get("val_mse"),
+        "val_baseline_mse": m.get("val_baseline_mse"),
+        "N": m.get("params_N"),
+        "D": m.get("spacepoints_D"),
+        "C": m.get("flops_C"),
+        "events": m.get("events"),
+        "steps": m.get("step"),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "run_dir": str(Path(cfg.storage_path) / cfg.run_name),
+        "run_name": cfg.run_name,
+        "mlflow_run_id": run_id,
+        "experiment": cfg.experiment,
+        "tracking_uri": runs.tracking_uri(),
+    }

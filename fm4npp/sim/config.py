@@ -1,0 +1,107 @@
+"""Typed configuration of the event simulator; every default lives here.
+
+Units: cm, GeV, GeV/c, tesla, ns. The detector itself is not configured here: it is data
+(:mod:`fm4npp.sim.geometry`), chosen by name with ``SimConfig.detector``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """PYTHIA 8 minimum-bias p+p (sPHENIX Detroit tune) and the collision-vertex spread."""
+
+    ecm_gev: float = 200.0
+    # sPHENIX "Detroit" tune (arXiv 2110.09447; calibrations/Generators/phpythia8_detroit_minBias.cfg)
+    tune: tuple[str, ...] = (
+        "PDF:pSet = 17",
+        "MultipartonInteractions:bProfile = 2",
+        "MultipartonInteractions:ecmRef = 200",
+        "MultipartonInteractions:pT0Ref = 1.40",
+        "MultipartonInteractions:ecmPow = 0.135",
+        "MultipartonInteractions:coreRadius = 0.56",
+        "MultipartonInteractions:coreFraction = 0.78",
+        "ColourReconnection:range = 5.4",
+    )
+    process: tuple[str, ...] = ("SoftQCD:inelastic = on",)
+    # PYTHIA's defaults decay K0S, Lambda, Sigma, Xi, Omega (with displaced vertices); pi+-,
+    # K+- and mu+- are left stable and decay in flight in our transport.
+    extra: tuple[str, ...] = ()
+    vertex_sigma_xy_cm: float = 0.012  # G4_Input.C, p+p
+    vertex_sigma_z_cm: float = 16.0
+    # Generator particles produced farther than this from the collision vertex (weak-decay
+    # daughters) are secondaries; their decayed mother is stored as their parent track.
+    primary_max_displacement_cm: float = 0.1
+    # The MPI initialisation (5 s) is computed once per settings and reused from this file
+    # cache by every block (0.2 s); None = ~/.cache/fm4npp/pythia.
+    init_cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Vectorised transport of charged particles and photons through a Detector."""
+
+    multiple_scattering: bool = True
+    energy_loss: bool = True
+    decays_in_flight: bool = True
+    conversions: bool = True
+    delta_rays: bool = True
+    delta_t_min_gev: float = 10e-6  # delta electrons above this kinetic energy are produced (gas)
+    # In thin solid cylinders (beam pipe, field cage) softer deltas are absorbed where they are
+    # made (range of 1 MeV in kapton ~ 3 mm); only harder ones can reach a measurement layer.
+    delta_t_min_solid_gev: float = 1e-3
+    max_step_cm: float = 5.0  # longest 3D step in a continuous medium between crossings
+    max_eloss_fraction: float = 0.2  # a step loses at most this fraction of kinetic energy
+    t_stop_gev: float = 5e-6  # particles are stopped below this kinetic energy
+    max_turns: float = 8.0  # loopers: stop after this many full turns in the transverse plane
+    max_crossings: int = 600  # per particle, all surfaces together (safety net)
+    max_generations: int = 4  # primaries = 0; deltas/decays/conversions of them = 1, ...
+    # Highland's log term is evaluated with at least this x/X0, so that summing many thin gas
+    # steps does not underestimate the total scattering angle.
+    highland_min_x0: float = 1e-3
+
+
+@dataclass(frozen=True)
+class DigitizeConfig:
+    """Spacepoints from layer crossings: acceptance, merging, smearing, charge."""
+
+    smear: bool = True
+    # Crossings of one track in one layer closer than this (r-phi, z) are one cluster
+    # (curling delta electrons, tangent loopers).
+    merge_rphi_cm: float = 0.5
+    merge_z_cm: float = 1.0
+    # Ionisation: primary clusters with a 1/E^2 energy spectrum between these limits
+    # (upper = delta_t_min: harder deltas are explicit particles).
+    cluster_e_min_gev: float = 15e-9
+    adc_per_kev: float = 78.0  # gain: TPCpp-10M-like scale, mean hit charge ~250
+    adc_threshold: float = 20.0  # zero suppression
+    adc_max: float = 6250.0  # saturation
+    max_path_factor: float = 6.0  # cluster path length is capped at this many pad-row lengths
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One `fm4npp simulate` run: N events from seed S into Parquet shards."""
+
+    events: int = 1000
+    seed: int = 1
+    events_per_shard: int = 1000
+    events_per_batch: int = 250  # events transported together (vectorisation width)
+    workers: int = 1
+    detector: str = "sphenix_tpc"
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    digitize: DigitizeConfig = field(default_factory=DigitizeConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def physics_dict(self) -> dict:
+        """The part that determines the content of a shard (resume refuses a mismatch)."""
+        d = self.to_dict()
+        for k in ("events", "workers"):
+            d.pop(k)
+        d["generator"].pop("init_cache_dir")
+        return d

@@ -1,0 +1,18 @@
+"""Compute scaling (Figure 5c): every width at 25, 50 and 100 % of its step budget, each with
+its cosine schedule ending at its own last step; the analysis draws the compute-optimal frontier.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . \
+        -- python studies/compute_scaling.py --preset smoke --data /abs/path/to/data
+
+Runs on whatever cluster a bare `ray.init()` joins; rerunning the same command resumes.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies` and `fm4npp`
+
+from studies.common import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("compute_scaling"))

@@ -1,0 +1,17 @@
+"""Data scaling (Figure 5b): one width trained on 1, 2.4, 11.6, 20, 47.6 and 100 % of the training set.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . \
+        -- python studies/data_scaling.py --preset smoke --data /abs/path/to/data
+
+Runs on whatever cluster a bare `ray.init()` joins; rerunning the same command resumes.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies` and `fm4npp`
+
+from studies.common import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("data_scaling"))

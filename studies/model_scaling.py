@@ -1,0 +1,17 @@
+"""Model scaling (Figure 5a): validation MSE vs parameters, one trial per model width.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . \
+        -- python studies/model_scaling.py --preset smoke --data /abs/path/to/data
+
+Runs on whatever cluster a bare `ray.init()` joins; rerunning the same command resumes.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies` and `fm4npp`
+
+from studies.common import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("model_scaling"))

@@ -1,0 +1,66 @@
+"""Shared test fixtures. Several areas add to this file: keep each helper self-contained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# --------------------------------------------------------------------------- event tables
+# Small synthetic events in the EVENT_SCHEMA layout, built directly with pyarrow (no
+# simulator): straight-ish tracks from near the origin with one hit per TPC layer they reach.
+
+_LAYER_RADII = np.concatenate([
+    lo + (np.arange(16) + 0.5) * (hi - lo) / 16
+    for lo, hi in [(31.105, 40.249), (41.153, 57.475), (58.367, 75.911)]
+])
+_PDGS = np.array([211, -211, 321, -321, 2212, -2212, 11, -11, 13])
+
+
+def make_event_table(n_events: int, rng: np.random.Generator | int = 0, *, first_event_id: int = 0,
+                     max_tracks: int = 12):
+    """An EVENT_SCHEMA pyarrow Table with ``n_events`` valid, non-empty events."""
+    import pyarrow as pa
+
+    from fm4npp.data.schema import EVENT_SCHEMA, NOISE_P_MAX, pid_class_of
+
+    rng = np.random.default_rng(rng)
+    rows = {name: [] for name in EVENT_SCHEMA.names}
+    for e in range(n_events):
+        n_tracks = int(rng.integers(1, max_tracks + 1))
+        track_ids = rng.permutation(np.arange(1, 3 * n_tracks + 1))[:n_tracks].astype(np.int32)
+        pdg = rng.choice(_PDGS, n_tracks).astype(np.int32)
+        pt = rng.exponential(0.4, n_tracks) + 0.05
+        phi0 = rng.uniform(-np.pi, np.pi, n_tracks)
+        eta = rng.uniform(-1.0, 1.0, n_tracks)
+        vz = rng.normal(0.0, 10.0, n_tracks)
+        px, py, pz = pt * np.cos(phi0), pt * np.sin(phi0), pt * np.sinh(eta)
+        tracks, hits = [], {k: [] for k in EVENT_SCHEMA.names if k.startswith("hit_")}
+        for t in range(n_tracks):
+            n_layers = int(rng.integers(1, 49))
+            r = _LAYER_RADII[:n_layers]
+            phi = phi0[t] + rng.normal(0, 0.002, n_layers)
+            hits["hit_x"].append(r * np.cos(phi))
+            hits["hit_y"].append(r * np.sin(phi))
+            hits["hit_z"].append(vz[t] + r * np.sinh(eta[t]))
+            hits["hit_energy"].append(rng.lognormal(5.3, 0.4, n_layers))
+            hits["hit_track_id"].append(np.full(n_layers, track_ids[t]))
+            hits["hit_pdg"].append(np.full(n_layers, pdg[t]))
+            hits["hit_pid_class"].append(pid_class_of(np.full(n_layers, pdg[t])))
+            p = np.sqrt(px[t] ** 2 + py[t] ** 2 + pz[t] ** 2)
+            hits["hit_noise"].append(np.full(n_layers, p < NOISE_P_MAX))
+            tracks.append({
+                "track_id": int(track_ids[t]), "pdg": int(pdg[t]), "charge": int(np.sign(pdg[t])) or 1,
+                "px": px[t], "py": py[t], "pz": pz[t], "vx": 0.0, "vy": 0.0, "vz": vz[t],
+                "parent_id": -1, "is_primary": True,
+            })
+        rows["event_id"].append(first_event_id + e)
+        for k, v in hits.items():
+            rows[k].append(np.concatenate(v).tolist())
+        rows["tracks"].append(tracks)
+    return pa.Table.from_pydict(rows, schema=EVENT_SCHEMA)
+
+
+@pytest.fixture
+def event_table_factory():
+    """``make_event_table`` as a fixture (for tests that prefer fixtures to imports)."""
+    return make_event_table

@@ -1,0 +1,128 @@
+"""Scaling-law fits recover known laws from noisy synthetic data (fixed seeds, fast)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.powerlaw import (  # noqa: E402
+    fit_chinchilla,
+    fit_chinchilla_with_ci,
+    fit_frontier,
+    fit_pure,
+    fit_saturating,
+    fit_with_ci,
+    frontier,
+)
+
+
+@pytest.mark.parametrize("alpha", [0.15, 0.35, 0.9])
+def test_saturating_recovers_exponent(alpha):
+    rng = np.random.default_rng(1)
+    x = np.geomspace(3e5, 2e8, 24)  # parameter counts, like m1..m6
+    y = (0.2 + 1.0 * (x / 1e6) ** -alpha) * np.exp(rng.normal(0, 0.005, x.size))
+    fit = fit_saturating(x, y)
+    assert fit.alpha == pytest.approx(alpha, rel=0.05)
+    assert fit.E == pytest.approx(0.2, rel=0.25)  # the floor is the least constrained
+    assert fit.rel_rmse < 0.01
+
+
+def test_saturating_with_large_floor():
+    rng = np.random.default_rng(2)
+    x = np.geomspace(1e15, 1e19, 30)  # FLOPs: the x rescaling must keep A well conditioned
+    y = (0.5 + 2e5 * x**-0.3) * np.exp(rng.normal(0, 0.005, x.size))
+    fit = fit_saturating(x, y)
+    assert fit.alpha == pytest.approx(0.3, rel=0.05)
+    assert fit.E == pytest.approx(0.5, rel=0.05)
+    assert np.allclose(fit.predict(x), y, rtol=0.03)
+
+
+def test_pure_recovers_exponent_and_bootstrap_covers_truth():
+    rng = np.random.default_rng(3)
+    x = np.geomspace(1e6, 1e10, 15)
+    y = 30.0 * x**-0.25 * np.exp(rng.normal(0, 0.02, x.size))
+    assert fit_pure(x, y).alpha == pytest.approx(0.25, rel=0.05)
+    fit = fit_with_ci(x, y, kind="pure", n_boot=200, seed=0, level=0.95)
+    lo, hi = fit.ci["alpha"]
+    assert lo < 0.25 < hi
+    assert hi - lo < 0.05
+
+
+def test_saturating_bootstrap_ci_covers_truth():
+    rng = np.random.default_rng(4)
+    x = np.geomspace(3e5, 2e8, 12)
+    y = (0.02 + 3.0 * (x / 1e6) ** -0.4) * np.exp(rng.normal(0, 0.01, x.size))
+    fit = fit_with_ci(x, y, n_boot=150, seed=0, level=0.95)
+    lo, hi = fit.ci["alpha"]
+    assert lo <= 0.4 <= hi
+    assert lo <= fit.alpha <= hi
+    assert "α" in fit.label("N") and "[" in fit.label("N")
+
+
+def test_too_few_points_falls_back_to_pure():
+    fit = fit_with_ci([1e5, 1e6, 1e7], [1.0, 0.5, 0.25], n_boot=20)
+    assert fit.kind == "pure"
+    assert fit.alpha == pytest.approx(np.log10(2), rel=1e-6)
+
+
+def test_bad_input_names_the_point():
+    with pytest.raises(ValueError, match="point 1"):
+        fit_pure([1.0, -2.0, 3.0], [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="distinct"):
+        fit_saturating([1.0, 1.0, 2.0], [1.0, 1.0, 0.5])
+
+
+def test_frontier_on_hand_data():
+    # runs: (compute, loss); a bigger model is worse at small compute, better at large
+    c = [1, 2, 2, 4, 4, 8, 8, 16]
+    y = [0.9, 0.7, 0.8, 0.6, 0.65, 0.62, 0.4, 0.45]
+    idx = frontier(c, y)
+    assert idx.tolist() == [0, 1, 3, 6]
+    # never worse than any run that used less or equal compute
+    for i in idx:
+        assert all(y[j] >= y[i] for j in range(len(c)) if c[j] <= c[i])
+    idx2, fit = fit_frontier(c, y, n_boot=20)
+    assert idx2.tolist() == idx.tolist() and fit.alpha > 0
+
+
+def test_frontier_recovers_envelope_exponent():
+    # three model sizes, each a learning curve L = E_N + A C^-a; the envelope falls like a power law
+    rng = np.random.default_rng(5)
+    cs, ys = [], []
+    for floor in (0.4, 0.2, 0.1):
+        c = np.geomspace(1e12, 1e16, 20) * (0.2 / floor) ** 2
+        cs.append(c)
+        ys.append((floor + 1e3 * c**-0.25) * np.exp(rng.normal(0, 0.002, c.size)))
+    c, y = np.concatenate(cs), np.concatenate(ys)
+    idx = frontier(c, y)
+    assert np.all(np.diff(c[idx]) > 0) and np.all(np.diff(y[idx]) < 0)
+    assert len(idx) < len(c)
+
+
+def test_chinchilla_recovers_parameters():
+    rng = np.random.default_rng(6)
+    n = np.repeat(np.geomspace(3e5, 2e8, 6), 5)
+    d = np.tile(np.geomspace(1e7, 1e10, 5), 6)
+    y = (0.5 + 300 * n**-0.4 + 2000 * d**-0.3) * np.exp(rng.normal(0, 0.003, n.size))
+    fit = fit_chinchilla(n, d, y)
+    assert fit.converged
+    assert fit.alpha == pytest.approx(0.4, rel=0.05)
+    assert fit.beta == pytest.approx(0.3, rel=0.05)
+    assert fit.E == pytest.approx(0.5, rel=0.1)
+    assert fit.n_opt_exponent == pytest.approx(0.3 / 0.7, rel=0.05)
+
+
+@pytest.mark.slow
+def test_chinchilla_bootstrap_covers_truth():
+    rng = np.random.default_rng(7)
+    n = np.repeat(np.geomspace(3e5, 2e8, 5), 4)
+    d = np.tile(np.geomspace(1e7, 1e10, 4), 5)
+    y = (0.5 + 300 * n**-0.4 + 2000 * d**-0.3) * np.exp(rng.normal(0, 0.005, n.size))
+    fit = fit_chinchilla_with_ci(n, d, y, n_boot=40, seed=0, level=0.95)
+    lo, hi = fit.ci["alpha"]
+    assert lo <= 0.4 <= hi
+    lo, hi = fit.ci["beta"]
+    assert lo <= 0.3 <= hi

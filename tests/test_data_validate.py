@@ -1,0 +1,214 @@
+"""Bad input for the reading side: validate (library + CLI) and read_events on broken data sets.
+
+Every case must give a problem naming the file, the row (where there is one) and what is
+wrong, a non-zero exit from ``fm4npp data validate``, and leave every file untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_event_table
+
+from fm4npp.cli import main
+from fm4npp.data.convert import write_dataset
+from fm4npp.data.io import DataError, read_events
+from fm4npp.data.schema import EVENT_SCHEMA
+from fm4npp.data.validate import sha256_of, validate_dataset
+
+N_SHARDS, N_EVENTS = 3, 8
+BAD = "events-00001.parquet"  # the shard each case breaks
+BAD_ROW = 5
+
+
+def _tables(modify=None):
+    tables = [make_event_table(N_EVENTS, i, first_event_id=i * N_EVENTS) for i in range(N_SHARDS)]
+    if modify is not None:
+        rows = tables[1].to_pylist()
+        modify(rows[BAD_ROW])
+        tables[1] = pa.Table.from_pylist(rows, schema=EVENT_SCHEMA)
+    return tables
+
+
+def _hashes(d):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+
+def _check_bad(d, capsys, *words, row=BAD_ROW, file=BAD):
+    """Validate (library and CLI) and read: all fail, name file/row/problem, touch nothing."""
+    before = _hashes(d)
+    problems = validate_dataset(d)
+    assert problems, "expected problems"
+    text = "\n".join(map(str, problems))
+    assert file in text
+    if row is not None:
+        assert f"row {row}" in text
+    for w in words:
+        assert w in text, text
+    assert main(["data", "validate", str(d)]) == 1
+    err = capsys.readouterr().err
+    assert file in err and all(w in err for w in words)
+    with pytest.raises(DataError) as info:
+        for _ in read_events(d):
+            pass
+    assert file in str(info.value)
+    if row is not None:
+        assert info.value.row == row
+    assert _hashes(d) == before
+    return problems
+
+
+@pytest.fixture
+def good(tmp_path):
+    d = tmp_path / "ds"
+    write_dataset(_tables(), d)
+    return d
+
+
+def test_good_dataset_is_valid_and_readable(good, capsys):
+    assert validate_dataset(good) == []
+    assert main(["data", "validate", str(good)]) == 0
+    events = list(read_events(good))
+    assert [int(e["event_id"]) for e in events] == list(range(N_SHARDS * N_EVENTS))
+    ev = events[0]
+    n = len(ev["hit_x"])
+    assert n > 0 and all(len(ev[c]) == n for c in ev if c.startswith("hit_"))
+    assert set(ev["hit_track_id"]) <= set(ev["tracks"]["track_id"])
+    # columns subset; a single shard
+    sub = list(read_events(good / BAD, columns=["event_id", "hit_z"]))
+    assert len(sub) == N_EVENTS and set(sub[0]) == {"event_id", "hit_z"}
+
+
+def test_missing_shard(good, capsys):
+    (good / BAD).unlink()
+    _check_bad(good, capsys, "missing", row=None)
+
+
+def test_missing_manifest(good, capsys):
+    (good / "manifest.json").unlink()
+    before = _hashes(good)
+    assert any("manifest missing" in str(p) for p in validate_dataset(good))
+    assert main(["data", "validate", str(good)]) == 1
+    assert _hashes(good) == before
+
+
+def test_unparseable_manifest(good, capsys):
+    (good / "manifest.json").write_text("{not json")
+    assert any("not valid JSON" in str(p) for p in validate_dataset(good))
+    assert main(["data", "validate", str(good)]) == 1
+    with pytest.raises(DataError, match="manifest.json"):
+        next(read_events(good))
+
+
+def test_corrupt_shard(good, capsys):
+    path = good / BAD
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    problems = _check_bad(good, capsys, "sha256", row=None)
+    assert sum(BAD in str(p) for p in problems) >= 1
+
+
+def test_truncated_shard(good, capsys):
+    path = good / BAD
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _check_bad(good, capsys, "not a readable Parquet file", row=None)
+
+
+def test_wrong_schema_version(good, capsys):
+    table = pq.read_table(good / BAD)
+    table = table.replace_schema_metadata({b"fm4npp.schema_version": b"99"})
+    pq.write_table(table, good / BAD)
+    manifest = json.loads((good / "manifest.json").read_text())
+    manifest["files"][BAD]["sha256"] = sha256_of(good / BAD)  # only the version is wrong
+    (good / "manifest.json").write_text(json.dumps(manifest))
+    _check_bad(good, capsys, "schema version '99'", row=None)
+
+
+def test_wrong_manifest_schema_version(good, capsys):
+    manifest = json.loads((good / "manifest.json").read_text())
+    manifest["schema_version"] = 0
+    (good / "manifest.json").write_text(json.dumps(manifest))
+    _check_bad(good, capsys, "schema_version 0", row=None, file="manifest.json")
+
+
+@pytest.mark.parametrize("column,value,word", [("hit_x", math.nan, "non-finite"),
+                                               ("hit_z", math.inf, "non-finite"),
+                                               ("hit_energy", -math.inf, "non-finite")])
+def test_non_finite_values(tmp_path, capsys, column, value, word):
+    def modify(row):
+        row[column][3] = value
+    write_dataset(_tables(modify), tmp_path / "ds")
+    problems = _check_bad(tmp_path / "ds", capsys, column, word)
+    assert "element 3" in str(problems[0])
+
+
+@pytest.mark.parametrize("label", [5, -1])
+def test_pid_label_out_of_range(tmp_path, capsys, label):
+    def modify(row):
+        row["hit_pid_class"][0] = label
+    write_dataset(_tables(modify), tmp_path / "ds")
+    _check_bad(tmp_path / "ds", capsys, "hit_pid_class", "outside 0..4")
+
+
+def test_track_id_not_in_tracks(tmp_path, capsys):
+    def modify(row):
+        row["hit_track_id"][2] = 10_000
+    write_dataset(_tables(modify), tmp_path / "ds")
+    _check_bad(tmp_path / "ds", capsys, "hit_track_id", "not in this event's tracks")
+
+
+def test_hit_lists_of_different_lengths(tmp_path, capsys):
+    def modify(row):
+        row["hit_energy"].pop()
+    write_dataset(_tables(modify), tmp_path / "ds")
+    _check_bad(tmp_path / "ds", capsys, "different lengths")
+
+
+def test_empty_event(tmp_path, capsys):
+    def modify(row):
+        for c in row:
+            if c.startswith("hit_"):
+                row[c] = []
+    d = tmp_path / "ds"
+    write_dataset(_tables(modify), d)
+    _check_bad(d, capsys, "empty event")
+    # callers decide: allowed, skipped or kept
+    assert validate_dataset(d, allow_empty=True) == []
+    assert main(["data", "validate", "--allow-empty", str(d)]) == 0
+    assert len(list(read_events(d, empty="skip"))) == N_SHARDS * N_EVENTS - 1
+    kept = list(read_events(d, empty="keep"))
+    assert len(kept) == N_SHARDS * N_EVENTS and len(kept[N_EVENTS + BAD_ROW]["hit_x"]) == 0
+
+
+def test_every_problem_listed(tmp_path, capsys):
+    """Several problems in several files: all are reported, not just the first."""
+    tables = _tables()
+    rows0, rows2 = tables[0].to_pylist(), tables[2].to_pylist()
+    rows0[1]["hit_y"][0] = math.nan
+    rows0[6]["hit_pid_class"][1] = 9
+    rows2[4]["hit_z"][0] = math.inf
+    tables[0] = pa.Table.from_pylist(rows0, schema=EVENT_SCHEMA)
+    tables[2] = pa.Table.from_pylist(rows2, schema=EVENT_SCHEMA)
+    d = tmp_path / "ds"
+    write_dataset(tables, d)
+    (d / "stray.parquet").write_bytes(b"PAR1 garbage")
+    text = "\n".join(map(str, validate_dataset(d)))
+    assert "events-00000.parquet: row 1 (event_id 1): column hit_y" in text
+    assert "events-00000.parquet: row 6 (event_id 6): column hit_pid_class" in text
+    assert "events-00002.parquet: row 4 (event_id 20): column hit_z" in text
+    assert "stray.parquet: not listed in manifest.json" in text
+
+
+def test_duplicate_event_ids_across_shards(tmp_path, capsys):
+    d = tmp_path / "ds"
+    write_dataset([make_event_table(4, 0), make_event_table(4, 1)], d)  # both start at event_id 0
+    problems = validate_dataset(d)
+    assert any("events-00001.parquet: row 0 (event_id 0)" in str(p) and "also in events-00000" in str(p)
+               for p in problems)
