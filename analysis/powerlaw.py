@@ -53,13 +53,14 @@ class PowerLawFit:
         return self.E + self.A * np.asarray(x, dtype=float) ** (-self.alpha)
 
     def label(self, var: str = "x") -> str:
-        exp = f"{self.alpha:.3f}"
+        """Legend text: the exponent with its interval, and the floor E if fitted."""
+        text = f"α_{var} = {self.alpha:.3f}"
         if "alpha" in self.ci:
             lo, hi = self.ci["alpha"]
-            exp += f" [{lo:.3f}, {hi:.3f}]"
+            text += f" [{lo:.3f}, {hi:.3f}]"
         if self.kind == "pure":
-            return f"L = {self.A:.3g}·{var}^-α, α = {exp}"
-        return f"L = {self.E:.3g} + {self.A:.3g}·{var}^-α, α = {exp}"
+            return f"L ∝ {var}^-α: {text}"
+        return f"L = E + A·{var}^-α: {text}, E = {self.E:.3g}"
 
     def as_dict(self) -> dict:
         out = {"E": self.E, "A": self.A, "alpha": self.alpha, "kind": self.kind,

@@ -104,3 +104,13 @@ def test_refuses_non_empty_output(tmp_path):
     with pytest.raises(DataError, match="not empty"):
         import_tpcpp(tmp_path / "split", tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
+
+
+def test_report_on_imported_data(tmp_path, capsys):
+    """Imported data have no kinematics: the report still draws, numbers it cannot know are null."""
+    _write_split(tmp_path / "split", np.random.default_rng(6))
+    import_tpcpp(tmp_path / "split", tmp_path / "out")
+    assert main(["data", "report", str(tmp_path / "out"), "--out", str(tmp_path / "fig")]) == 0
+    numbers = json.loads((tmp_path / "fig" / "report.json").read_text())["numbers"]
+    assert numbers["dnch_deta_eta05"] is None and numbers["hits_per_track_pt02_eta05_mean"] is None
+    assert numbers["hits_per_event_mean"] == pytest.approx(15 / 3)

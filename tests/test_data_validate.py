@@ -212,3 +212,13 @@ def test_duplicate_event_ids_across_shards(tmp_path, capsys):
     problems = validate_dataset(d)
     assert any("events-00001.parquet: row 0 (event_id 0)" in str(p) and "also in events-00000" in str(p)
                for p in problems)
+
+
+def test_replaced_shard_fails_hash_check(good, capsys):
+    """A valid Parquet file that is not the one the manifest recorded."""
+    pq.write_table(make_event_table(N_EVENTS, 99, first_event_id=N_EVENTS), good / BAD)
+    problems = validate_dataset(good)
+    assert len(problems) == 1 and BAD in str(problems[0]) and "sha256" in str(problems[0])
+    assert len(list(read_events(good))) == N_SHARDS * N_EVENTS  # content itself is fine
+    with pytest.raises(DataError, match=f"{BAD}: sha256 does not match"):
+        list(read_events(good, verify_hashes=True))

@@ -82,3 +82,12 @@ def test_data_order_deterministic_epochs_and_consumed_counts():
         ev, d, c = consumed(steps, B, 3, pts, flops)
         assert ev == steps * B and d == int(pts[seq[: steps * B]].sum())
         assert c == pytest.approx(flops[seq[: steps * B]].sum())
+
+
+def test_cli_refuses_bad_preset_and_key(tmp_path, capsys):
+    from fm4npp.cli import main
+
+    assert main(["pretrain", "--preset", "m99", "--data", str(tmp_path)]) == 2
+    assert "valid presets" in capsys.readouterr().err
+    assert main(["pretrain", "--preset", "w16", "--data", str(tmp_path), "--set", "bogus=1"]) == 2
+    assert "valid keys" in capsys.readouterr().err

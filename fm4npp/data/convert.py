@@ -10,17 +10,15 @@ says so in ``note``.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from fm4npp.data.io import MANIFEST_NAME, DataError, Problem
+from fm4npp.data import shards
+from fm4npp.data.io import DataError, Problem
 from fm4npp.data.schema import EVENT_SCHEMA, N_PID_CLASSES, SCHEMA_VERSION, TRACK_TYPE
 
 LABEL_FILES = {"track_ids": "hit_track_id", "pid_labels": "hit_pid_class", "noise_tags": "hit_noise"}
@@ -37,39 +35,32 @@ TPCPP_NOTE = (
 def write_dataset(tables: Iterable[pa.Table], out: str | Path, *, generator: dict | None = None,
                   detector: dict | None = None, seeds=None, note: str | None = None,
                   shard_prefix: str = "events", extra_counts: dict | None = None) -> dict:
-    """Write event tables as shards ``<prefix>-00000.parquet``.. plus manifest.json, atomically.
+    """Write event tables as shards ``<prefix>-00000.parquet``.. plus manifest.json.
 
-    Each shard is written to a temporary name and renamed; the manifest is written last, so
-    a directory with a manifest is complete. Returns the manifest.
+    Writes are atomic (:mod:`fm4npp.data.shards`); the manifest comes last, so a directory
+    with a manifest is complete. Returns the manifest.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files, n_events, n_hits = {}, 0, 0
+    files, n_hits = {}, 0
     for i, table in enumerate(tables):
         table = table.cast(EVENT_SCHEMA)
         name = f"{shard_prefix}-{i:05d}.parquet"
-        tmp = out / f".{name}.tmp"
-        pq.write_table(table, tmp, write_page_checksum=True)
-        os.replace(tmp, out / name)
-        from fm4npp.data.validate import sha256_of
-
-        files[name] = {"sha256": sha256_of(out / name), "events": table.num_rows}
-        n_events += table.num_rows
+        files[name] = {"sha256": shards.write_table_atomic(table, out / name), "events": table.num_rows}
         n_hits += int(pc.sum(pc.list_value_length(table.column("hit_x"))).as_py() or 0)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "generator": generator or {},
         "detector": detector or {},
-        "seeds": seeds if seeds is not None else [],
-        "counts": {"events": n_events, "hits": n_hits, "shards": len(files), **(extra_counts or {})},
+        "seeds": seeds if seeds is not None else {},
+        "counts": {"hits": n_hits, **(extra_counts or {})},
+        "complete": True,
         "files": files,
     }
     if note:
         manifest["note"] = note
-    tmp = out / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, out / MANIFEST_NAME)
-    return manifest
+    shards.write_manifest(out, manifest)
+    return shards.read_manifest(out)
 
 
 def events_table(event_id: np.ndarray, sizes: np.ndarray, hits: dict[str, np.ndarray],

@@ -234,6 +234,11 @@ def table_problems(
     """
     if empty not in EMPTY_POLICIES:
         raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
+    with np.errstate(invalid="ignore"):  # garbage values are reported, not warned about
+        return _table_problems(table, file, row0, empty)
+
+
+def _table_problems(table: pa.Table, file: str, row0: int, empty: str) -> list[Problem]:
     names = set(table.column_names)
     n = table.num_rows
     problems: list[Problem] = []
@@ -354,11 +359,13 @@ def iter_tables(
     *,
     check: bool = True,
     empty: str = "error",
+    verify_hashes: bool = False,
 ) -> Iterator[tuple[Path, int, pa.Table]]:
     """Yield ``(file, first_row, table)`` per Parquet row group, checked unless ``check=False``.
 
     ``empty``: "error" raises on events without hits, "skip" drops them from the yielded
-    tables, "keep" passes them through.
+    tables, "keep" passes them through. ``verify_hashes``: compare each shard's sha256 with
+    the manifest before reading it (catches every corruption, costs one extra read).
     """
     if empty not in EMPTY_POLICIES:
         raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
@@ -367,7 +374,16 @@ def iter_tables(
         unknown = [c for c in columns if c not in EVENT_SCHEMA.names]
         if unknown:
             raise ValueError(f"unknown columns {unknown}; known: {EVENT_SCHEMA.names}")
-    for path in shard_paths(path_or_dir):
+    paths = shard_paths(path_or_dir)
+    expected = {}
+    if verify_hashes and Path(path_or_dir).is_dir() and (Path(path_or_dir) / MANIFEST_NAME).exists():
+        expected = {name: e.get("sha256") for name, e in load_manifest(path_or_dir)["files"].items()}
+    for path in paths:
+        if path.name in expected:
+            from fm4npp.data.shards import sha256_file
+
+            if sha256_file(path) != expected[path.name]:
+                raise DataError(Problem(str(path), "sha256 does not match manifest.json (modified or corrupt)"))
         pf = open_shard(path)
         row0 = 0
         for g in range(pf.num_row_groups):
@@ -422,6 +438,7 @@ def read_events(
     *,
     empty: str = "error",
     check: bool = True,
+    verify_hashes: bool = False,
 ) -> Iterator[dict]:
     """Iterate events of a shard or data set directory as dicts of numpy arrays.
 
@@ -429,9 +446,9 @@ def read_events(
     event's hits; ``tracks`` a dict of per-track field arrays). ``columns`` restricts what is
     read (and checked). ``empty`` decides what happens to events without hits: "error"
     (DataError), "skip" or "keep". Bad input raises :class:`DataError` naming file, row,
-    column and problem.
+    column and problem. ``verify_hashes`` checks shard sha256s against the manifest first.
     """
-    for _, _, table in iter_tables(path_or_dir, columns, check=check, empty=empty):
+    for _, _, table in iter_tables(path_or_dir, columns, check=check, empty=empty, verify_hashes=verify_hashes):
         yield from table_to_events(table)
 
 

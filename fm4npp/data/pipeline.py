@@ -261,9 +261,10 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
     check_compatible(bins, cfg.serialize)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     paths = [str(p) for p in shard_paths(data_dir)]
-    # Enough blocks that every actor gets work (one block feeds one actor at a time).
-    ds = ray.data.read_parquet(paths, columns=READ_COLUMNS,
-                               override_num_blocks=max(len(paths), 4 * cfg.num_actors))
+    ds = ray.data.read_parquet(paths).select_columns(READ_COLUMNS)  # projection is pushed down
+    # The reader coalesces small files into big blocks, and one block feeds one actor at a
+    # time: cut blocks to map_batch_size events (streaming, no shuffle) so all actors work.
+    ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)
     return ds.map_batches(
         SerializeBatch,
         fn_constructor_kwargs={"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split},

@@ -16,7 +16,7 @@ import numpy as np
 
 from fm4npp.data.io import DataError, Problem, read_events
 from fm4npp.data.schema import PID_CLASSES
-from fm4npp.data.stats import EXPECTATIONS, Collected, collect, summary_from
+from fm4npp.data.stats import EXPECTATIONS, Collected, collect, generated_per_written, summary_from
 
 SPECIES = {"pi": (211, "tab:blue"), "K": (321, "tab:green"), "p": (2212, "tab:red"), "e": (11, "tab:orange")}
 Z_MAX_CM = 102.325
@@ -38,6 +38,10 @@ def _save(fig, out: Path, name: str, figures: list[str]) -> None:
     fig.savefig(out / name, dpi=110)
     _plt().close(fig)
     figures.append(name)
+
+
+def _no_data(ax, why: str) -> None:
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="tab:red")
 
 
 def _per_event(c: Collected, out: Path, figures: list[str]) -> None:
@@ -84,29 +88,46 @@ def _tracks(c: Collected, out: Path, figures: list[str]) -> None:
     eta = c.track_eta[sel & np.isfinite(c.track_eta)]
     bins = np.linspace(-5, 5, 41)
     h, edges = np.histogram(eta, bins=bins)
-    ax[0].step(edges[:-1], h / max(c.n_events, 1) / np.diff(edges), where="post", color="k")
+    per_event = max(c.n_events, 1) * generated_per_written(c)
+    ax[0].step(edges[:-1], h / per_event / np.diff(edges), where="post", color="k",
+               label="stored primary charged tracks")
     ax[0].axhline(2.39, color="tab:red", ls="--", label="2.39 (PYTHIA inelastic, |eta|<0.5)")
+    if "generator_nch_eta05" in c.counts and c.counts.get("generated_events"):
+        gen = c.counts["generator_nch_eta05"] / c.counts["generated_events"]
+        ax[0].plot([-0.5, 0.5], [gen, gen], color="tab:blue", lw=3, label=f"generator, this data set: {gen:.2f}")
     ax[0].axvspan(-1.1, 1.1, color="0.9", label="TPC |eta| < 1.1")
-    ax[0].set(xlabel="eta", ylabel="dNch/deta", title="primary charged particles")
+    ax[0].set(xlabel="eta", ylabel="dNch/deta per generated event",
+              title="primary charged (only tracks with hits are stored)")
     ax[0].legend(fontsize=8)
     pt = c.track_pt[sel]
     ax[1].hist(pt, bins=np.linspace(0, 5, 51), histtype="step", color="k")
-    ax[1].set(xlabel="pT [GeV/c]", ylabel="tracks", yscale="log", title="primary charged pT")
+    ax[1].set(xlabel="pT [GeV/c]", ylabel="tracks", title="primary charged pT")
+    if pt.any():
+        ax[1].set_yscale("log")
+    else:
+        _no_data(ax[1], "no primary charged tracks with known momentum")
     _save(fig, out, "tracks_eta_pt.png", figures)
 
 
 def _dedx(c: Collected, out: Path, figures: list[str]) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
-    good = (c.track_nhits >= DEDX_MIN_HITS) & (np.abs(np.nan_to_num(c.track_eta, nan=99)) < DEDX_MAX_ABS_ETA)
+    eta = np.nan_to_num(c.track_eta, nan=99)
+    good = (c.track_nhits >= DEDX_MIN_HITS) & (np.abs(eta) < DEDX_MAX_ABS_ETA)
+    # Charge per pad row grows with the path in the row, ~cosh(eta) for the dip angle.
+    dedx = c.track_dedx / np.cosh(np.where(good, eta, 0))
     apdg = np.abs(c.track_pdg)
     for name, (pdg, color) in SPECIES.items():
         s = good & (apdg == pdg)
-        ax.scatter(c.track_p[s], c.track_dedx[s], s=4, color=color, alpha=0.6, label=f"{name} ({s.sum()})")
-    ax.set(xscale="log", yscale="log", xlim=(0.05, 10), xlabel="p at production [GeV/c]",
-           ylabel="truncated mean (lowest 70 %) hit_energy",
+        ax.scatter(c.track_p[s], dedx[s], s=4, color=color, alpha=0.6, label=f"{name} ({s.sum()})")
+    ax.set(xlabel="p at production [GeV/c]", ylabel="truncated mean (lowest 70 %) hit_energy / cosh(eta)",
            title=f"dE/dx vs p (tracks with >= {DEDX_MIN_HITS} hits, |eta| < {DEDX_MAX_ABS_ETA})")
-    ax.legend(markerscale=3)
+    shown = good & np.isin(apdg, [pdg for pdg, _ in SPECIES.values()]) & (c.track_p > 0)
+    if shown.any():
+        ax.set(xscale="log", yscale="log", xlim=(0.05, 10))
+        ax.legend(markerscale=3)
+    else:
+        _no_data(ax, "no pi/K/p/e tracks with known momentum and enough hits")
     _save(fig, out, "dedx_vs_p.png", figures)
 
 
@@ -137,8 +158,12 @@ def _hits_per_track(c: Collected, out: Path, figures: list[str]) -> None:
     ax.scatter(c.track_pt[s], c.track_nhits[s], s=5, color="tab:blue", label="primary charged, |eta| < 0.5")
     ax.axhline(48, color="tab:red", ls="--", label="48 layers")
     ax.axvline(0.2, color="k", ls=":")
-    ax.set(xscale="log", xlim=(0.01, 10), xlabel="pT at production [GeV/c]", ylabel="hits per track",
+    ax.set(xlabel="pT at production [GeV/c]", ylabel="hits per track",
            title="hits per track vs pT (loopers below ~0.16 GeV/c)")
+    if (c.track_pt[has] > 0).any():
+        ax.set(xscale="log", xlim=(0.01, 10))
+    else:
+        _no_data(ax, "no tracks with known momentum")
     ax.legend(fontsize=8)
     _save(fig, out, "hits_per_track_vs_pt.png", figures)
 
@@ -156,10 +181,11 @@ def _event_display(path, row: int, out: Path, figures: list[str]) -> None:
     x, y, z = event["hit_x"], event["hit_y"], event["hit_z"]
     r = np.hypot(x, y)
     _, colour_index = np.unique(event["hit_track_id"], return_inverse=True)
-    cmap = plt.get_cmap("tab20")
-    colours = cmap(colour_index % 20)
+    # tab10 without its grey, which is kept for noise hits
+    palette = np.array([plt.get_cmap("tab10")(i) for i in range(10) if i != 7])
+    colours = palette[colour_index % len(palette)]
     noise = event["hit_noise"].astype(bool)
-    colours[noise] = (0.6, 0.6, 0.6, 1.0)
+    colours[noise] = (0.55, 0.55, 0.55, 1.0)
     fig, ax = plt.subplots(1, 2, figsize=(13, 6))
     ax[0].scatter(x, y, s=3, c=colours)
     for rr in (30.0, 78.0):

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fm4npp.data.io import iter_tables
+from fm4npp.data.io import DataError, iter_tables, load_manifest
 from fm4npp.data.schema import EVENT_SCHEMA, PID_CLASSES
 
 DEDX_TRUNCATION = 0.70  # keep the lowest 70 % of cluster charges per track (sPHENIX reco)
@@ -56,6 +56,7 @@ class Collected:
     track_vr: np.ndarray  # production radius, cm
     track_nhits: np.ndarray
     track_dedx: np.ndarray  # truncated-mean hit_energy (nan without hits)
+    counts: dict  # manifest "counts" of the data set ({} if none): generated_events, generator_nch_eta05
 
 
 def _flat(table: pa.Table, name: str) -> tuple[np.ndarray, pa.Array]:
@@ -93,13 +94,10 @@ def _collect_table(table: pa.Table) -> dict[str, np.ndarray]:
     tkey = trk_row * (1 << 33) + t["track_id"].astype(np.int64)
     hkey = hit_row * (1 << 33) + h["hit_track_id"].astype(np.int64)
     order = np.argsort(tkey)
-    pos = np.clip(np.searchsorted(tkey[order], hkey), 0, max(len(tkey) - 1, 0))
-    found = (tkey[order][pos] == hkey) if len(tkey) else np.zeros(len(hkey), bool)
-    hit_track = np.where(found, order[pos] if len(tkey) else 0, -1)
-    ok = hit_track >= 0
+    hit_track = order[np.searchsorted(tkey[order], hkey)]  # checked on reading: every hit has its track
     ntrk = len(tkey)
-    nhits = np.bincount(hit_track[ok], minlength=ntrk)
-    dedx = truncated_mean(h["hit_energy"][ok].astype(np.float64), hit_track[ok], ntrk)
+    nhits = np.bincount(hit_track, minlength=ntrk)
+    dedx = truncated_mean(h["hit_energy"].astype(np.float64), hit_track, ntrk)
     px, py, pz = (t[k].astype(np.float64) for k in ("px", "py", "pz"))
     pt = np.hypot(px, py)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -133,7 +131,24 @@ def collect(path_or_dir: str | Path, max_events: int | None = None, *, empty: st
     if not parts:
         parts = [_collect_table(EVENT_SCHEMA.empty_table().select(cols))]
     fields = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return Collected(n_events=n, **fields)
+    return Collected(n_events=n, **fields, counts=_manifest_counts(path_or_dir))
+
+
+def _manifest_counts(path_or_dir) -> dict:
+    path = Path(path_or_dir)
+    try:
+        counts = load_manifest(path if path.is_dir() else path.parent).get("counts")
+    except DataError:
+        return {}
+    return counts if isinstance(counts, dict) else {}
+
+
+def generated_per_written(c: Collected) -> float:
+    """Generated events per written one: the simulator does not write events without hits."""
+    gen, written = c.counts.get("generated_events"), c.counts.get("events")
+    if isinstance(gen, int) and isinstance(written, int) and written > 0 and gen >= written:
+        return gen / written
+    return 1.0
 
 
 def summary_from(c: Collected) -> dict:
@@ -147,7 +162,7 @@ def summary_from(c: Collected) -> dict:
     hpe = c.hits_per_event
     return {
         "n_events": int(c.n_events),
-        "dnch_deta_eta05": float(np.sum(charged_primary & central) / n / (2 * ETA_CENTRAL)),
+        **_dnch_deta(c, int(np.sum(charged_primary & central))),
         "hits_per_event_mean": float(hpe.mean()) if len(hpe) else 0.0,
         "hits_per_event_p99": float(np.percentile(hpe, 99)) if len(hpe) else 0.0,
         "hits_per_event_max": int(hpe.max()) if len(hpe) else 0,
@@ -157,13 +172,42 @@ def summary_from(c: Collected) -> dict:
         "primary_charged_tracks_per_event_mean": float(np.sum(charged_primary) / n),
         "pid_class_hit_fractions": pid_frac,
         "noise_hit_fraction": float(c.hit_noise.mean()) if len(c.hit_noise) else 0.0,
-        "hits_per_track_pt02_eta05_mean": float(c.track_nhits[sel].mean()) if sel.any() else float("nan"),
+        "hits_per_track_pt02_eta05_mean": float(c.track_nhits[sel].mean()) if sel.any() else None,
         "hits_per_track_pt02_eta05_n_tracks": int(sel.sum()),
         "hit_r_range_cm": [float(c.hit_r.min()), float(c.hit_r.max())] if len(c.hit_r) else None,
         "hit_abs_z_max_cm": float(np.abs(c.hit_z).max()) if len(c.hit_z) else None,
         "hit_abs_z_min_cm": float(np.abs(c.hit_z).min()) if len(c.hit_z) else None,
         "distinct_hit_radii_cm": int(len(np.unique(np.round(c.hit_r, 1)))) if len(c.hit_r) else 0,
     }
+
+
+def _dnch_deta(c: Collected, n_stored: int) -> dict:
+    """dNch/deta at |eta| < 0.5 per inelastic (generated) event.
+
+    Preferred: the simulator's generator-level count in the manifest (all charged final-state
+    PYTHIA particles, over all generated events including those without hits). The stored
+    tracks give a lower bound only: only particles with hits (and their ancestors) are stored,
+    and weak-decay daughters are not primary.
+    """
+    width = 2 * ETA_CENTRAL
+    per_gen_event = max(c.n_events, 1) * generated_per_written(c)
+    out = {"dnch_deta_eta05_stored_tracks": n_stored / per_gen_event / width}
+    nch, gen = c.counts.get("generator_nch_eta05"), c.counts.get("generated_events")
+    if isinstance(nch, int) and isinstance(gen, int) and gen > 0:
+        out["dnch_deta_eta05"] = nch / gen / width
+        out["dnch_deta_eta05_stat_error"] = float(np.sqrt(nch)) / gen / width
+        out["dnch_deta_eta05_source"] = f"manifest generator counts ({nch} charged / {gen} generated events)"
+    elif not np.any(c.track_primary):
+        out["dnch_deta_eta05"] = out["dnch_deta_eta05_stored_tracks"] = None
+        out["dnch_deta_eta05_source"] = "unknown: no primary tracks (imported data without truth kinematics?)"
+    else:
+        out["dnch_deta_eta05"] = out["dnch_deta_eta05_stored_tracks"]
+        out["dnch_deta_eta05_stat_error"] = float(np.sqrt(n_stored)) / per_gen_event / width
+        out["dnch_deta_eta05_source"] = "stored primary charged tracks (no generator counts in the manifest)"
+    if isinstance(gen, int):
+        out["generated_events"] = gen
+        out["events_without_hits_fraction"] = 1.0 - 1.0 / generated_per_written(c)
+    return out
 
 
 def physics_summary(path_or_dir: str | Path, max_events: int | None = None) -> dict:

@@ -165,7 +165,7 @@ def train(model: DownstreamModel, cfg: FinetuneConfig, train_events, train_state
             opt.step()
             sched.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
         rec = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if val_events:
             rec["val_loss"] = mean_loss(model, val_events, val_states, cfg.batch_size)
@@ -207,13 +207,37 @@ def score(task: str, events, preds, kinematics=None) -> dict:
 # end-to-end: data -> features -> train -> test metrics
 
 
-def load_split(cfg: FinetuneConfig, split: str, limit: int = 0) -> list[dict]:
-    """Serialized events of one split (fm4npp.data.pipeline.load_serialized)."""
+def serialization(cfg: FinetuneConfig, extra: dict | None = None):
+    """(SerializeConfig, Bins) for the data set: the bins file (checked against the hash the
+    backbone was pretrained with, when the checkpoint records one) and the grid, k, detector and
+    energy transform it was fitted with, so adapters see exactly what the FM saw."""
+    from fm4npp.serialize.bins import load_bins
+    from fm4npp.serialize.config import SerializeConfig
+
+    extra = extra or {}
+    path = Path(cfg.bins) if cfg.bins else Path(cfg.data) / "bins.json"
+    bins = load_bins(path, expected_hash=extra.get("bins_hash") or None)
+    fitted = bins.content["config"]
+    kw = {"k": int(fitted["k"]), "n_bins": tuple(fitted["n_bins"]), "detector": fitted["detector"],
+          "energy_transform": fitted["energy_transform"]}
+    for key in ("order", "max_points"):
+        if key in extra:
+            kw[key] = extra[key]
+    return SerializeConfig(**kw), bins
+
+
+def load_split(cfg: FinetuneConfig, split: str, limit: int = 0, extra: dict | None = None) -> list[dict]:
+    """Serialized events of one split (fm4npp.data.pipeline.load_serialized), without the
+    pretraining targets (not needed downstream; they are the bulk of the memory)."""
     from fm4npp.data import pipeline
 
-    events = pipeline.load_serialized(cfg.data, split, bins=cfg.bins or None)
+    scfg, bins = serialization(cfg, extra)
+    events = pipeline.load_serialized(cfg.data, split, scfg, bins)
     if limit:
         events = events[:limit]
+    for e in events:
+        e.pop("targets", None)
+        e.pop("target_mask", None)
     return events
 
 
@@ -236,10 +260,14 @@ def event_kinematics(cfg: FinetuneConfig, events: list[dict]) -> list[dict] | No
     except Exception:  # noqa: BLE001 - restricted efficiency is optional
         return None
     by_id = dict(zip(table.column("event_id").to_pylist(), table.column("tracks").to_pylist()))
-    try:
-        return [particle_kinematics(by_id[int(e["event_id"])]) for e in events]
-    except KeyError:
-        return None
+    out = []
+    for e in events:
+        kin = particle_kinematics(by_id.get(int(e["event_id"])) or [])
+        tids = np.unique(np.asarray(e["track_id"])[~np.asarray(e["noise"], bool)])
+        if any(int(t) not in kin for t in tids if t >= 0):
+            return None  # a data set without full track truth (e.g. toy events)
+        out.append(kin)
+    return out
 
 
 def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict:
@@ -250,11 +278,23 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
     ``cfg.out`` also writes adapter weights, config and metrics JSON there.
     """
     t_start = time.time()
+    model_cfg, backbone, ckpt, extra = None, None, "", {}
+    if cfg.backbone:  # also for the baselines: the same serialization as the FM
+        from fm4npp.downstream.features import checkpoint_hash, load_backbone
+
+        backbone, extra = load_backbone(cfg.backbone)
+        model_cfg, ckpt = backbone.cfg, checkpoint_hash(cfg.backbone)
+        if cfg.source != "fm":
+            backbone = None  # scratch takes the config only; raw takes nothing
+    if cfg.source == "scratch" and cfg.preset:
+        from fm4npp.model.presets import get_preset
+
+        model_cfg = get_preset(cfg.preset)
     if splits is None:
         splits = {
-            "train": load_split(cfg, cfg.train_split),
-            "val": load_split(cfg, cfg.val_split, cfg.val_events) if cfg.val_events else [],
-            "test": load_split(cfg, cfg.test_split, cfg.n_test_events),
+            "train": load_split(cfg, cfg.train_split, extra=extra),
+            "val": load_split(cfg, cfg.val_split, cfg.val_events, extra) if cfg.val_events else [],
+            "test": load_split(cfg, cfg.test_split, cfg.n_test_events, extra),
         }
     train_ev = subset(splits["train"], cfg.n_train_events, cfg.seed)
     val_ev = splits.get("val") or []
@@ -262,17 +302,6 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
     test_ev = splits["test"][: cfg.n_test_events] if cfg.n_test_events else splits["test"]
     if not train_ev or not test_ev:
         raise ValueError(f"need training and test events, got {len(train_ev)} and {len(test_ev)}")
-
-    model_cfg, backbone, ckpt = None, None, ""
-    if cfg.source in ("fm", "scratch") and cfg.backbone:
-        from fm4npp.downstream.features import checkpoint_hash, load_backbone
-
-        backbone, _extra = load_backbone(cfg.backbone)
-        model_cfg, ckpt = backbone.cfg, checkpoint_hash(cfg.backbone)
-    elif cfg.source == "scratch":
-        from fm4npp.model.presets import get_preset
-
-        model_cfg = get_preset(cfg.preset)
 
     states = {"train": None, "val": None, "test": None}
     if cfg.source == "fm":
@@ -397,3 +426,81 @@ def _label(r: dict) -> str:
 
 def _params(r: dict) -> str:
     return f"{r['trainable_params'] / 1e6:.3f}M"
+
+
+def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig, dict]:
+    """Rebuild a trained adapter (and its feature source) from a ``finetune --out`` dir."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    path = directory / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (not a `fm4npp finetune --out` directory?)")
+    result = json.loads(path.read_text())
+    cfg = FinetuneConfig.from_dict(result["config"])
+    model_cfg = None
+    if cfg.source == "fm" or (cfg.source == "scratch" and not cfg.preset):
+        from fm4npp.model.io import CONFIG_FILE
+        from fm4npp.model.config import ModelConfig
+
+        meta = json.loads((Path(cfg.backbone) / CONFIG_FILE).read_text())
+        model_cfg = ModelConfig.from_dict(meta["model_config"])
+    elif cfg.source == "scratch":
+        from fm4npp.model.presets import get_preset
+
+        model_cfg = get_preset(cfg.preset)
+    state = load_file(str(directory / "adapter.safetensors"))
+    weights = state.get("class_weights")
+    model = DownstreamModel(cfg.task, build_source(cfg, model_cfg), cfg, weights)
+    model.load_state_dict(state, strict=True)
+    return model, cfg, result
+
+
+def evaluate_adapter(directory: str | Path, data: str = "", split: str = "", n_events: int = 0,
+                     batch_size: int = 8) -> dict:
+    """Score a saved adapter on a split (default: its config's test split and data set)."""
+    model, cfg, result = load_adapter(directory)
+    if data:
+        cfg.data = data
+    extra, states, backbone = {}, None, None
+    if cfg.backbone:
+        from fm4npp.downstream.features import checkpoint_hash, load_backbone
+
+        backbone, extra = load_backbone(cfg.backbone)
+        if result.get("checkpoint_hash") and checkpoint_hash(cfg.backbone) != result["checkpoint_hash"]:
+            raise ValueError(f"backbone {cfg.backbone} changed since the adapter in {directory} was trained")
+    events = load_split(cfg, split or cfg.test_split, n_events, extra)
+    if cfg.source == "fm":
+        from fm4npp.downstream.features import FeatureCache, backbone_states
+
+        cache = FeatureCache(cfg.cache_dir or None, result["checkpoint_hash"])
+        states = backbone_states(backbone, events, cache=cache, batch_size=batch_size)
+    preds = predict(model, events, states, batch_size)
+    kin = event_kinematics(cfg, events) if cfg.task == "tracking" else None
+    out = dict(result)
+    out.update(metrics=score(cfg.task, events, preds, kin), n_test_events=len(events))
+    return out
+
+
+def compare(base: FinetuneConfig, sources: Sequence[str], splits: dict | None = None, log=print) -> list[dict]:
+    """The same task on the same train/test events with several feature sources."""
+    import dataclasses
+
+    if splits is None:
+        extra = {}
+        if base.backbone:
+            from fm4npp.downstream.features import load_backbone
+
+            extra = load_backbone(base.backbone)[1]
+        splits = {
+            "train": load_split(base, base.train_split, extra=extra),
+            "val": load_split(base, base.val_split, base.val_events, extra) if base.val_events else [],
+            "test": load_split(base, base.test_split, base.n_test_events, extra),
+        }
+    results = []
+    for src in sources:
+        out = str(Path(base.out) / f"{base.task}-{src}") if base.out else ""
+        cfg = dataclasses.replace(base, source=src, out=out)
+        log(f"== {base.task} / {src}: {len(splits['train'])} train events available")
+        results.append(finetune(cfg, splits, log=log))
+    return results

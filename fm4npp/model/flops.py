@@ -3,8 +3,9 @@
 FLOPs count the multiply-adds of matmuls and convolutions (2 per MAC), the convention of
 `torch.utils.flop_counter` and of C = 6ND: elementwise work (norms, exp, SiLU) is not
 counted, and neither is the depthwise causal conv (elementwise shifted sums here, a fused
-kernel on GPU; it would add 2 * conv_dim * d_conv per token, about 1 %). The SSD scan is counted as executed by `fm4npp.model.ssd.ssd_chunked`, including the
-masked half of the diagonal blocks and the padding of the last chunk.
+kernel on GPU; it would add 2 * conv_dim * d_conv per token, about 1 %). The SSD scan is
+counted as executed by `fm4npp.model.ssd.ssd_chunked`, including the masked half of the
+diagonal blocks and the padding of the last chunk.
 """
 
 from __future__ import annotations

@@ -29,6 +29,20 @@ import torch.nn.functional as F
 MAX_CHUNKS_MATRIX = 64
 
 
+def _decay_matrix(a):
+    """exp(segsum): a (..., T) log decays -> (..., T, T) with [i, j] = exp(a_{j+1} + ... + a_i)
+    for j <= i, 0 above the diagonal.
+
+    Summing each segment directly (a masked cumsum) rather than differencing a running cumsum
+    keeps strongly decaying heads accurate: cumsum[i] - cumsum[j] loses eps * |cumsum| to
+    rounding, which the fp32 tolerance against the recurrence does not allow.
+    """
+    t = a.shape[-1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=a.device).tril()
+    seg = a.unsqueeze(-1).expand(*a.shape, t).masked_fill(~causal.tril(-1), 0.0).cumsum(-2)
+    return seg.masked_fill(~causal, float("-inf")).exp()
+
+
 def _check_shapes(x, dt, A, B, C):
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
@@ -56,52 +70,52 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=64, initial_state=None, return_final_
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     c = (l + pad) // Q
 
-    # Blocked layouts: (b, chunk, group, head-in-group, step, ...) so every (chunk, head) block
-    # is a contiguous matmul operand.
-    a = (dt * A).view(b, c, Q, g, hg).permute(0, 1, 3, 4, 2)  # log decay per step
-    a_cum = a.cumsum(-1)  # (b, c, g, hg, Q)
-    xdt = (x * dt.unsqueeze(-1)).view(b, c, Q, g, hg, p).permute(0, 1, 3, 4, 2, 5)
-    Bc = B.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, Q, n)
-    Cc = C.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)
+    # Step-major blocks (b, chunk, group, step, head-in-group, p) are plain views of the
+    # inputs. The heads of a group share B and C, so the chunk states of all of them, and the
+    # outputs read from those states, come from one matmul per chunk over (head, p) columns.
+    a = (dt * A).view(b, c, Q, g, hg)  # log decay per step
+    a_cum = a.cumsum(2)
+    xdt = (x * dt.unsqueeze(-1)).view(b, c, Q, g, hg, p).transpose(2, 3)  # (b, c, g, Q, hg, p)
+    Bc = B.view(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
+    Cc = C.view(b, c, Q, g, n).transpose(2, 3)
 
-    # 1. diagonal blocks. Mask before exp: above the diagonal the difference is positive.
-    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
-    decay = (a_cum.unsqueeze(-1) - a_cum.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()
-    scores = Cc @ Bc.transpose(-1, -2)  # (b, c, g, 1, Q, Q), shared by the heads of a group
-    y = (scores * decay) @ xdt  # (b, c, g, hg, Q, p)
+    # 1. diagonal blocks: per head, (C B^T * decay) @ (x dt).
+    decay = _decay_matrix(a.permute(0, 1, 3, 4, 2))  # (b, c, g, hg, Q, Q)
+    scores = Cc @ Bc.transpose(-1, -2)  # (b, c, g, Q, Q)
+    y = (scores.unsqueeze(3) * decay) @ xdt.transpose(3, 4)  # (b, c, g, hg, Q, p)
 
-    # 2. chunk states, laid out (n, p): B^T (decayed xdt).
-    decay_to_end = (a_cum[..., -1:] - a_cum).exp().unsqueeze(-1)
-    states = Bc.transpose(-1, -2) @ (xdt * decay_to_end)  # (b, c, g, hg, n, p)
+    # 2. chunk states (n, hg * p): B^T (x dt decayed to the chunk end).
+    decay_to_end = decay[..., -1, :].transpose(-1, -2).unsqueeze(-1)  # (b, c, g, Q, hg, 1)
+    states = Bc.transpose(-1, -2) @ (xdt * decay_to_end).flatten(-2)  # (b, c, g, n, hg * p)
 
-    # 3. states at the start of every chunk (and the final one).
+    # 3. states at the start of every chunk, and the final one, as (b, ..., g, n, hg, p).
     if initial_state is None:
-        s0 = states.new_zeros(b, g, hg, n, p)
+        s0 = states.new_zeros(b, g, n, hg, p)
     else:
-        s0 = initial_state.view(b, g, hg, p, n).transpose(-1, -2).to(states.dtype)
-    chunk_decay = a_cum[..., -1]  # (b, c, g, hg)
+        s0 = initial_state.view(b, g, hg, p, n).permute(0, 1, 4, 2, 3).to(states.dtype)
+    chunk_decay = a_cum[:, :, -1]  # (b, c, g, hg)
+    states = states.view(b, c, g, n, hg, p)
     if c <= MAX_CHUNKS_MATRIX:
-        u = torch.cat([s0.unsqueeze(1), states], dim=1)  # (b, c+1, g, hg, n, p)
-        u = u.permute(0, 2, 3, 1, 4, 5).reshape(b, g, hg, c + 1, n * p)
-        cs = F.pad(chunk_decay.permute(0, 2, 3, 1).cumsum(-1), (1, 0))  # (b, g, hg, c+1)
-        tri = torch.ones(c + 1, c + 1, dtype=torch.bool, device=x.device).tril()
-        w = (cs.unsqueeze(-1) - cs.unsqueeze(-2)).masked_fill(~tri, float("-inf")).exp()
-        s = (w @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 2, 4, 5)  # (b, c+1, g, hg, n, p)
+        u = torch.cat([s0.unsqueeze(1), states], dim=1)  # (b, c+1, g, n, hg, p)
+        u = u.permute(0, 2, 4, 1, 3, 5).reshape(b, g, hg, c + 1, n * p)
+        w = _decay_matrix(F.pad(chunk_decay.permute(0, 2, 3, 1), (1, 0)))  # (b, g, hg, c+1, c+1)
+        s = (w @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 4, 2, 5)  # (b, c+1, g, n, hg, p)
         starts, final = s[:, :-1], s[:, -1]
     else:
-        gate = chunk_decay.exp()[..., None, None]
+        gate = chunk_decay.exp()[..., None, :, None]  # (b, c, g, 1, hg, 1)
         seq, cur = [], s0
         for i in range(c):
             seq.append(cur)
             cur = gate[:, i] * cur + states[:, i]
         starts, final = torch.stack(seq, dim=1), cur
 
-    # 4. each chunk reads its starting state, decayed to step i.
-    y = y + (Cc @ starts) * a_cum.exp().unsqueeze(-1)
+    # 4. each chunk reads its starting state through C, decayed to step i.
+    y_off = (Cc @ starts.reshape(b, c, g, n, hg * p)).view(b, c, g, Q, hg, p)
+    y = y.transpose(3, 4) + y_off * a_cum.exp().transpose(2, 3).unsqueeze(-1)
 
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * Q, h, p)[:, :l]
+    y = y.transpose(2, 3).reshape(b, c * Q, h, p)[:, :l]
     if return_final_state:
-        return y, final.transpose(-1, -2).reshape(b, h, p, n)
+        return y, final.permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
     return y
 
 

@@ -262,6 +262,10 @@ def train_loop_per_worker(config: dict) -> None:
     for step in range(start, cfg.steps):
         if cfg.fault_at_step and step == cfg.fault_at_step and rank == 0 \
                 and not fault_marker.exists():
+            # Ray Train registers reports asynchronously: wait until the last checkpoint is
+            # committed, so the test knows which one the replacement must resume from
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=300)
             fault_marker.parent.mkdir(parents=True, exist_ok=True)
             fault_marker.write_text(str(step))
             os.kill(os.getpid(), signal.SIGKILL)  # a worker dying mid-run, for the test

@@ -106,7 +106,7 @@ def serialize_event(event: dict, bins: Bins, cfg: SerializeConfig, stats: Counte
 # ---------------------------------------------------------------- toy events (tests, benchmarks)
 
 def toy_event(rng: np.random.Generator, event_id: int, n_tracks: int | None = None, noise_hits: int = 0,
-              layer_radii_cm=None, z_half_cm: float = 102.0) -> dict:
+              layer_radii_cm=None, z_half_cm: float = 102.0, max_tracks: int = 60) -> dict:
     """A crude layered event: straight-ish helices from near the origin, one hit per layer
     crossed (48 sPHENIX radii by default), plus uniform noise hits. Columns as in the Parquet
     event schema (lists as numpy arrays)."""
@@ -116,7 +116,7 @@ def toy_event(rng: np.random.Generator, event_id: int, n_tracks: int | None = No
         layer_radii_cm = detector_geometry("sphenix_tpc").layer_radii_cm
     radii = np.asarray(layer_radii_cm, dtype=np.float64)
     if n_tracks is None:
-        n_tracks = int(rng.integers(5, 60))
+        n_tracks = int(rng.integers(min(5, max_tracks), max_tracks + 1))
     xs, ys, zs, tids = [], [], [], []
     for t in range(n_tracks):
         phi0 = rng.uniform(-np.pi, np.pi)
@@ -171,7 +171,8 @@ def write_event_shard(path, events) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), path)
 
 
-def write_toy_shards(out_dir, n_events: int, seed: int = 0, events_per_shard: int = 50) -> list:
+def write_toy_shards(out_dir, n_events: int, seed: int = 0, events_per_shard: int = 50,
+                     max_tracks: int = 60, noise_hits: int = 0) -> list:
     """Write `n_events` toy events (ids 0..n-1) as Parquet shards in the event schema."""
     from pathlib import Path
 
@@ -180,7 +181,8 @@ def write_toy_shards(out_dir, n_events: int, seed: int = 0, events_per_shard: in
     rng = np.random.default_rng(seed)
     paths = []
     for s0 in range(0, n_events, events_per_shard):
-        events = [toy_event(rng, e) for e in range(s0, min(n_events, s0 + events_per_shard))]
+        events = [toy_event(rng, e, noise_hits=noise_hits, max_tracks=max_tracks)
+                  for e in range(s0, min(n_events, s0 + events_per_shard))]
         path = out / f"toy-{s0 // events_per_shard:05d}.parquet"
         write_event_shard(path, events)
         paths.append(path)

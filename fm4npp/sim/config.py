@@ -52,10 +52,14 @@ class TransportConfig:
     # In thin solid cylinders (beam pipe, field cage) softer deltas are absorbed where they are
     # made (range of 1 MeV in kapton ~ 3 mm); only harder ones can reach a measurement layer.
     delta_t_min_solid_gev: float = 1e-3
-    max_step_cm: float = 5.0  # longest 3D step in a continuous medium between crossings
+    max_step_cm: float = 10.0  # longest 3D step (scattering/energy loss applied per step)
     max_eloss_fraction: float = 0.2  # a step loses at most this fraction of kinetic energy
     t_stop_gev: float = 5e-6  # particles are stopped below this kinetic energy
     max_turns: float = 8.0  # loopers: stop after this many full turns in the transverse plane
+    # Soft electrons (deltas) curl in place: their later turns revisit the same pad-row spots
+    # (merged into the same clusters), so they are followed for fewer turns.
+    soft_p_gev: float = 0.005
+    soft_max_turns: float = 2.0
     max_crossings: int = 600  # per particle, all surfaces together (safety net)
     max_generations: int = 4  # primaries = 0; deltas/decays/conversions of them = 1, ...
     # Highland's log term is evaluated with at least this x/X0, so that summing many thin gas
@@ -75,7 +79,7 @@ class DigitizeConfig:
     # Ionisation: primary clusters with a 1/E^2 energy spectrum between these limits
     # (upper = delta_t_min: harder deltas are explicit particles).
     cluster_e_min_gev: float = 15e-9
-    adc_per_kev: float = 78.0  # gain: TPCpp-10M-like scale, mean hit charge ~250
+    adc_per_kev: float = 59.0  # gain: TPCpp-10M-like scale, mean hit charge ~250
     adc_threshold: float = 20.0  # zero suppression
     adc_max: float = 6250.0  # saturation
     max_path_factor: float = 6.0  # cluster path length is capped at this many pad-row lengths
@@ -88,7 +92,7 @@ class SimConfig:
     events: int = 1000
     seed: int = 1
     events_per_shard: int = 1000
-    events_per_batch: int = 250  # events transported together (vectorisation width)
+    events_per_batch: int = 1000  # events transported together (vectorisation width)
     workers: int = 1
     detector: str = "sphenix_tpc"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)

@@ -19,19 +19,39 @@ from fm4npp.sim.geometry import Detector
 from fm4npp.sim.transport import bethe
 
 
-def _cluster_mean(e_min, e_max):
-    return e_min * e_max / (e_max - e_min) * np.log(e_max / e_min)
+def _spectrum_moments(a, b, e_min, e_max):
+    """Probability, mean and second moment of E in [a, b] for f(E) ~ 1/E^2 on [e_min, e_max]."""
+    norm = 1 / e_min - 1 / e_max
+    prob = (1 / a - 1 / b) / norm
+    mean = np.log(b / a) / (1 / a - 1 / b)
+    m2 = (b - a) / (1 / a - 1 / b)
+    return prob, mean, m2
 
 
 def deposit(path_cm, bg, mass, q2, electron, mat, t_cut, cfg: DigitizeConfig, rng):
-    """Sampled ionisation [GeV] of crossings with 3D path `path_cm` in `mat`."""
+    """Sampled ionisation [GeV] of crossings with 3D path `path_cm` in `mat`.
+
+    Primary clusters: Poisson in number, 1/E^2 energies on [e_min, t_cut], mean total = the
+    restricted Bethe loss. The many soft clusters (E < 20 e_min) are summed as a Gamma variate
+    with their exact mean and variance; the rare hard ones (the Landau tail) are sampled.
+    """
     dedx, _, _ = bethe(bg, mass, q2, mat, electron=electron, t_cut=t_cut)
     mean = dedx * mat.density_g_cm3 * path_cm
     e_min = cfg.cluster_e_min_gev
-    n = rng.poisson(mean / _cluster_mean(e_min, t_cut))
-    u = rng.random(int(n.sum()))
-    e = 1.0 / (1.0 / e_min - u * (1.0 / e_min - 1.0 / t_cut))
-    return np.bincount(np.repeat(np.arange(len(n)), n), weights=e, minlength=len(n))
+    e_split = 20 * e_min
+    _, mu_all, _ = _spectrum_moments(e_min, t_cut, e_min, t_cut)
+    lam = mean / mu_all  # mean number of clusters
+    p_s, mu_s, m2_s = _spectrum_moments(e_min, e_split, e_min, t_cut)
+    # soft part: compound Poisson sum, mean lam p_s mu_s, variance lam p_s m2_s -> Gamma
+    m_soft = lam * p_s * mu_s
+    v_soft = lam * p_s * m2_s
+    shape = np.where(v_soft > 0, m_soft * m_soft / np.maximum(v_soft, 1e-300), 1.0)
+    soft = np.where(m_soft > 0, rng.gamma(np.maximum(shape, 1e-6), 1.0) * (v_soft / np.maximum(m_soft, 1e-300)), 0.0)
+    n_hard = rng.poisson(lam * (1 - p_s))
+    u = rng.random(int(n_hard.sum()))
+    e = 1.0 / (1.0 / e_split - u * (1.0 / e_split - 1.0 / t_cut))
+    hard = np.bincount(np.repeat(np.arange(len(n_hard)), n_hard), weights=e, minlength=len(n_hard))
+    return soft + hard
 
 
 def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng) -> dict:
@@ -100,8 +120,8 @@ def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng)
         maxd = np.array([md.z_max_abs - md.z_min_abs for md in mods])[mi]
         dfrac = np.clip(drift / maxd, 0, 1)
         k = np.array([md.angle_k for md in mods])[mi] * pitch[keep]
-        tan_a = np.minimum(uphi[keep] / ur[keep], 10.0)
-        tan_l = np.minimum(uz[keep] / ur[keep], 10.0)
+        tan_a = np.minimum(uphi[keep] / ur[keep], 3.0)
+        tan_l = np.minimum(uz[keep] / ur[keep], 3.0)
         s_rphi = np.sqrt(np.array([md.sigma_rphi0 for md in mods])[mi] ** 2
                          + np.array([md.sigma_rphi_drift for md in mods])[mi] ** 2 * dfrac + (k * tan_a) ** 2)
         s_z = np.sqrt(np.array([md.sigma_z0 for md in mods])[mi] ** 2
@@ -109,6 +129,9 @@ def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng)
         g = rng.standard_normal((len(keep), 2))
         phi = phi + g[:, 0] * s_rphi / r
         z = z + g[:, 1] * s_z
+        # a cluster reconstructed outside the drift volume does not exist
+        inside = (np.abs(z) >= zmin[idx][keep]) & (np.abs(z) <= zmax[idx][keep])
+        keep, r, phi, z, adc = keep[inside], r[inside], phi[inside], z[inside], adc[inside]
     return dict(ev=ev[keep], tid=tid[keep], layer=layer[keep], x=r * np.cos(phi), y=r * np.sin(phi), z=z,
                 energy=adc)
 

@@ -146,27 +146,25 @@ class Detector:
     # ---- what the transport needs --------------------------------------------------------
     @cached_property
     def surfaces(self) -> dict:
-        """All cylindrical surfaces sorted by radius, padded with unreachable sentinels.
+        """Material and boundary cylinders sorted by radius (measurement layers are handled
+        separately), padded with unreachable sentinels r[0] = -1 and r[-1] = inf.
 
-        Keys: r (radii; r[0] = -1 and r[-1] = inf are sentinels), layer (measurement layer index
-        or -1), cylinder (material-cylinder index or -1); world (index of the world boundary).
+        Keys: r, cylinder (material-cylinder index or -1), world (index of the world boundary).
         """
-        rows = []  # (r, layer, cylinder)
-        for i, r in enumerate(self.layer_radii):
-            rows.append((float(r), i, -1))
-        for j, c in enumerate(self.cylinders):
-            rows.append((c.r, -1, j))
+        rows = {}  # r -> cylinder index
         for v in self.volumes:  # boundaries, so that a step never straddles a medium change
-            rows += [(v.r_min, -1, -1), (v.r_max, -1, -1)]
-        rows.append((self.world_r, -1, -1))
-        rows = sorted(set(rows))
-        r = np.array([-1.0] + [x[0] for x in rows] + [np.inf])
-        if np.any(np.diff(r[1:-1]) <= 0):
-            raise ValueError(f"detector {self.name!r}: two surfaces share a radius")
-        layer = np.array([-1] + [x[1] for x in rows] + [-1], dtype=np.int64)
-        cyl = np.array([-1] + [x[2] for x in rows] + [-1], dtype=np.int64)
+            rows.setdefault(v.r_min, -1)
+            rows.setdefault(v.r_max, -1)
+        rows.setdefault(self.world_r, -1)
+        for j, c in enumerate(self.cylinders):
+            if rows.get(c.r, -1) != -1:
+                raise ValueError(f"detector {self.name!r}: two material cylinders at r = {c.r}")
+            rows[c.r] = j
+        radii = sorted(rows)
+        r = np.array([-1.0] + radii + [np.inf])
+        cyl = np.array([-1] + [rows[x] for x in radii] + [-1], dtype=np.int64)
         world = int(np.searchsorted(r, self.world_r))
-        return {"r": r, "layer": layer, "cylinder": cyl, "world": world}
+        return {"r": r, "cylinder": cyl, "world": world}
 
     def to_dict(self) -> dict:
         return asdict(self)

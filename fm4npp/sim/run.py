@@ -10,6 +10,7 @@ generated events; the manifest counts generated and written events.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,9 @@ def simulate_shard(cfg: SimConfig, block: int, n_events: int, out_dir: str | Non
     tables, have = [], 0
     totals = dict(generated_events=0, nch_eta05=0, pythia_s=0.0, total_s=0.0)
     while have < n_events:
-        t, st = simulate_batch(gen, cfg.events_per_batch, det, cfg, rng)
+        # ~20 % of min-bias events leave no hit and are skipped: ask for a few more than needed
+        want = min(cfg.events_per_batch, int(1.3 * (n_events - have)) + 8)
+        t, st = simulate_batch(gen, want, det, cfg, rng)
         t = t.slice(0, n_events - have)
         tables.append(t)
         have += t.num_rows
@@ -175,7 +178,7 @@ def run_simulation(cfg: SimConfig, out_dir: str | Path, progress: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     det = get_detector(cfg.detector)
     old = shards.read_manifest(out)
-    if old is not None and old.get("config") != cfg.physics_dict():
+    if old is not None and old.get("config") != json.loads(json.dumps(cfg.physics_dict())):
         raise ValueError(f"{out / shards.MANIFEST}: holds a data set made with another configuration or seed; "
                          "use a new --out directory")
     blocks = plan(cfg)

@@ -101,7 +101,8 @@ class _Media:
         self.r = s["r"]
         self.r2 = np.where(np.isfinite(self.r) & (self.r > 0), self.r**2, np.inf)
         self.r2[0] = -1.0  # unreachable sentinel below the innermost surface
-        self.layer = s["layer"]
+        self.layer_r = det.layer_radii
+        self.layer_r2 = det.layer_radii ** 2
         self.cyl = s["cylinder"]
         self.world = s["world"]
         self.mats = {m.name: m for m in det.materials}
@@ -112,15 +113,14 @@ class _Media:
         self.world_z = det.world_z
 
 
-def _material_effects(st, sub, mat: Material, grammage, cfg: TransportConfig, dE, th2, ndel, t_min):
+def _material_effects(st, sub, mat: Material, grammage, cfg: TransportConfig, dE, th2, ndel, t_min, pre=None):
     """Add mean energy loss, scattering variance and delta counts (above t_min) for crossing
-    `grammage` [g/cm^2] of `mat` (per particle of index array `sub`)."""
+    `grammage` [g/cm^2] of `mat` (per particle of index array `sub`); `pre` = bethe() output."""
     p = st["p"][sub]
     m = st["m"][sub]
     q2 = st["q"][sub] ** 2
-    bg = p / m
     ele = st["ele"][sub]
-    dedx, wmax, beta2 = bethe(bg, m, q2, mat, electron=ele)
+    dedx, wmax, beta2 = pre if pre is not None else bethe(p / m, m, q2, mat, electron=ele)
     x_x0 = grammage / mat.x0_g_cm2
     if cfg.energy_loss:
         e = np.sqrt(p * p + m * m)
@@ -135,9 +135,14 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
     """Transport charged particles P (dict of PARTICLE_FIELDS arrays) until they stop, leave,
     decay or exceed the turn cap.
 
+    One iteration moves every live particle along its helix to the first of: the next material
+    or boundary cylinder (3 analytic candidates around it), max_step, its decay point, the
+    energy-loss step limit, at most one turn, the central-membrane disk, the end of the world.
+    All measurement-layer crossings inside that arc are found at once (particles x layers).
+
     Returns (crossings, secondaries): crossings is a dict of arrays, one row per measurement-
-    layer crossing (ev, tid, layer, x, y, z, px, py, pz, m, q) in transport order; secondaries
-    a particle dict (charged and photons) registered in `reg`.
+    layer crossing (ev, tid, layer, x, y, z, px, py, pz, m, q); secondaries a particle dict
+    (charged and photons) registered in `reg`.
     """
     M = media or _Media(det)
     keep = (P["q"] != 0) & (np.hypot(P["px"], P["py"]) > 1e-5)
@@ -149,16 +154,18 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
     st["ele"] = np.abs(st["pdg"]) == 11
     kb = KB * abs(M.b)
     bsign = 1.0 if M.b >= 0 else -1.0
+    LR, LR2 = M.layer_r, M.layer_r2
     crossings = []
     new = []
     it = 0
-    while len(st["ev"]) and it < 100 * cfg.max_crossings:
+    while len(st["ev"]) and it < 10 * cfg.max_crossings:
         it += 1
         n = len(st["ev"])
         x, y, z, px, py, pz = st["x"], st["y"], st["z"], st["px"], st["py"], st["pz"]
         pt = np.hypot(px, py)
         p = np.sqrt(pt * pt + pz * pz)
         st["p"] = p
+        m = st["m"]
         rho = pt / (kb * np.abs(st["q"]))
         h = np.sign(st["q"]) * bsign  # +1: clockwise seen from +z
         cx = x + h * rho * py / pt
@@ -167,7 +174,7 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         d = np.sqrt(d2)
         ac = np.arctan2(cy, cx)
         a0 = np.arctan2(y - cy, x - cx)
-        # next surface crossing among the three surfaces around the particle
+        # next material/boundary cylinder among the three around the particle
         best = np.full(n, np.inf)
         bestk = np.full(n, -1, np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -184,37 +191,76 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
                     good = ok & (arc > EPS_ARC) & (arc < best)
                     best = np.where(good, arc, best)
                     bestk = np.where(good, k, bestk)
-        reach = np.isfinite(best)
+        reach_mat = np.isfinite(best)
+        # a particle that can reach neither a material surface nor a layer is done
+        rlo, rhi = np.abs(d - rho), d + rho
+        reach = reach_mat | (np.searchsorted(LR, rhi) > np.searchsorted(LR, rlo))
         ratio = p / pt  # 3D path per transverse path
         s_surf = best * ratio
-        # the medium of this step: the region around the midpoint of the arc to the surface
-        amid = a0 - h * np.where(reach, best, 0) * 0.5 / rho
+        # medium of this step: region around the midpoint of the arc to the next material
+        # surface (homogeneous: measurement layers are not material)
+        half = np.where(reach_mat, 0.5 * best, 0.0)
+        amid = a0 - h * half / rho
         rmid = np.sqrt(np.maximum(d2 + rho * rho + 2 * rho * d * np.cos(amid - ac), 0))
-        zmid = z + 0.5 * np.where(reach, s_surf, 0) * pz / p
-        vol = np.full(n, -1, np.int64)
-        for j, v in enumerate(M.volumes):
-            vol[(rmid > v.r_min) & (rmid < v.r_max) & (np.abs(zmid) < v.z_half)] = j
+        zmid = z + half * pz / pt
         s = np.minimum(s_surf, st["sdec"])
         s = np.minimum(s, cfg.max_step_cm)
-        ekin = np.sqrt(p * p + st["m"] ** 2) - st["m"]
-        if cfg.energy_loss:
-            for j, v in enumerate(M.volumes):
-                sub = np.nonzero(vol == j)[0]
-                if len(sub):
-                    mat = M.mats[v.material]
-                    dedx, _, _ = bethe(p[sub] / st["m"][sub], st["m"][sub], st["q"][sub] ** 2, mat, electron=st["ele"][sub])
-                    s[sub] = np.minimum(s[sub], cfg.max_eloss_fraction * ekin[sub] / (dedx * mat.density_g_cm3))
+        s = np.minimum(s, TWO_PI * rho * ratio)  # at most one turn: each layer crossed <= 2x
+        ekin = np.sqrt(p * p + m * m) - m
+        vols = []
+        for j, v in enumerate(M.volumes):
+            sub = np.nonzero((rmid > v.r_min) & (rmid < v.r_max) & (np.abs(zmid) < v.z_half))[0]
+            if len(sub):
+                mat = M.mats[v.material]
+                pre = bethe(p[sub] / m[sub], m[sub], st["q"][sub] ** 2, mat, electron=st["ele"][sub])
+                if cfg.energy_loss:
+                    s[sub] = np.minimum(s[sub], cfg.max_eloss_fraction * ekin[sub] / (pre[0] * mat.density_g_cm3))
+                vols.append((sub, mat, pre))
         with np.errstate(divide="ignore", invalid="ignore"):
             s_z = np.where(pz != 0, (np.sign(pz) * M.world_z - z) * p / pz, np.inf)
             s = np.minimum(s, s_z)
             for dsk in M.disks:
                 sd = (dsk.z - z) * p / pz
                 s = np.where((sd > EPS_ARC) & (sd < s), sd, s)
-        hit_surf = reach & (s == s_surf)
+        hit_surf = reach_mat & (s == s_surf)
         decayed = (s == st["sdec"]) & ~hit_surf
         left_z = s == s_z
-        # advance along the helix
         ds_t = s / ratio
+        # measurement-layer crossings within (0, ds_t]: candidates are the layers inside the
+        # radial range the arc sweeps (end points, plus the circle's far/near point if passed)
+        dang = ds_t / rho
+        r0 = np.hypot(x, y)
+        a_end = a0 - h * dang
+        r1 = np.hypot(cx + rho * np.cos(a_end), cy + rho * np.sin(a_end))
+        rmin_s = np.where(np.mod(-h * (ac + np.pi - a0), TWO_PI) <= dang, rlo, np.minimum(r0, r1))
+        rmax_s = np.where(np.mod(-h * (ac - a0), TWO_PI) <= dang, rhi, np.maximum(r0, r1))
+        l0 = np.searchsorted(LR, rmin_s - 1e-7)
+        cnt = np.searchsorted(LR, rmax_s + 1e-7) - l0
+        tot = int(cnt.sum())
+        if tot:
+            ii = np.repeat(np.arange(n), cnt)
+            ll = l0[ii] + np.arange(tot) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kap = (LR2[ll] - d2[ii] - rho[ii] ** 2) * inv[ii]
+            ok = np.nonzero(np.abs(kap) <= 1)[0]
+            ii, ll = ii[ok], ll[ok]
+            acs = np.arccos(kap[ok])
+            hi_, rho_i, a0_i, ac_i = h[ii], rho[ii], a0[ii], ac[ii]
+            for sgn in (1.0, -1.0):
+                arc = rho_i * np.mod(-hi_ * (ac_i + sgn * acs - a0_i), TWO_PI)
+                sel = np.nonzero((arc > EPS_ARC) & (arc <= ds_t[ii]))[0]
+                if not len(sel):
+                    continue
+                i = ii[sel]
+                dA = -h[i] * arc[sel] / rho[i]
+                c, sn = np.cos(dA), np.sin(dA)
+                a = a0[i] + dA
+                crossings.append(dict(
+                    ev=st["ev"][i], tid=st["tid"][i], layer=ll[sel], x=cx[i] + rho[i] * np.cos(a),
+                    y=cy[i] + rho[i] * np.sin(a), z=z[i] + arc[sel] * pz[i] / pt[i],
+                    px=px[i] * c - py[i] * sn, py=px[i] * sn + py[i] * c, pz=pz[i], m=m[i], q=st["q"][i]))
+                st["ncross"] += np.bincount(i, minlength=n)
+        # advance along the helix
         da = -h * ds_t / rho
         a1 = a0 + da
         x0_, y0_, z0_ = x, y, z
@@ -226,40 +272,31 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         st["turns"] += np.abs(da) / TWO_PI
         st["sdec"] = st["sdec"] - s
         st["lo"] = np.where(hit_surf, bestk, st["lo"])
-        st["ncross"] += hit_surf
         st["x"], st["y"], st["z"], st["px"], st["py"], st["pz"] = x, y, z, px, py, pz
         # energy loss, scattering and delta rays: gas along the step, cylinders/disks crossed
         dE = np.zeros(n)
         th2 = np.zeros(n)
         ndel = np.zeros(n)
         ndel_solid = np.zeros(n)
-        for j, v in enumerate(M.volumes):
-            sub = np.nonzero(vol == j)[0]
-            if len(sub):
-                mat = M.mats[v.material]
-                _material_effects(st, sub, mat, s[sub] * mat.density_g_cm3, cfg, dE, th2, ndel, cfg.delta_t_min_gev)
+        for sub, mat, pre in vols:
+            _material_effects(st, sub, mat, s[sub] * mat.density_g_cm3, cfg, dE, th2, ndel, cfg.delta_t_min_gev, pre)
         kc = np.where(hit_surf, M.cyl[np.where(hit_surf, bestk, 0)], -1)
-        for j, c in enumerate(M.cyls):
-            sub = np.nonzero((kc == j) & (np.abs(z) <= c.z_half))[0]
+        for j, cyl in enumerate(M.cyls):
+            sub = np.nonzero((kc == j) & (np.abs(z) <= cyl.z_half))[0]
             if len(sub):
-                mat = M.mats[c.material]
-                cos_psi = np.abs(x[sub] * px[sub] + y[sub] * py[sub]) / (c.r * p[sub])
-                thick = c.x0_fraction * mat.x0_g_cm2 / np.maximum(cos_psi, 0.05)
+                mat = M.mats[cyl.material]
+                cos_psi = np.abs(x[sub] * px[sub] + y[sub] * py[sub]) / (cyl.r * p[sub])
+                thick = cyl.x0_fraction * mat.x0_g_cm2 / np.maximum(cos_psi, 0.05)
                 _material_effects(st, sub, mat, thick, cfg, dE, th2, ndel_solid, cfg.delta_t_min_solid_gev)
         for dsk in M.disks:
             on = np.abs(z - dsk.z) < 1e-9
-            r_here = np.hypot(x, y)
-            sub = np.nonzero(on & (r_here >= dsk.r_min) & (r_here <= dsk.r_max))[0]
-            if len(sub):
-                mat = M.mats[dsk.material]
-                thick = dsk.x0_fraction * mat.x0_g_cm2 / np.maximum(np.abs(pz[sub]) / p[sub], 0.05)
-                _material_effects(st, sub, mat, thick, cfg, dE, th2, ndel_solid, cfg.delta_t_min_solid_gev)
-        # measurement-layer crossings (recorded with the momentum at the crossing)
-        lay = np.where(hit_surf, M.layer[np.where(hit_surf, bestk, 0)], -1)
-        rec = np.nonzero(lay >= 0)[0]
-        if len(rec):
-            crossings.append(dict(ev=st["ev"][rec], tid=st["tid"][rec], layer=lay[rec], x=x[rec], y=y[rec],
-                                  z=z[rec], px=px[rec], py=py[rec], pz=pz[rec], m=st["m"][rec], q=st["q"][rec]))
+            if on.any():
+                r_here = np.hypot(x, y)
+                sub = np.nonzero(on & (r_here >= dsk.r_min) & (r_here <= dsk.r_max))[0]
+                if len(sub):
+                    mat = M.mats[dsk.material]
+                    thick = dsk.x0_fraction * mat.x0_g_cm2 / np.maximum(np.abs(pz[sub]) / p[sub], 0.05)
+                    _material_effects(st, sub, mat, thick, cfg, dE, th2, ndel_solid, cfg.delta_t_min_solid_gev)
         # delta electrons, produced at a random point of the step on the helix
         if cfg.delta_rays:
             for mean, t_min in ((ndel, cfg.delta_t_min_gev), (ndel_solid, cfg.delta_t_min_solid_gev)):
@@ -267,7 +304,6 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
                 if nd.any():
                     new.append(_make_deltas(st, nd, t_min, x0_, y0_, z0_, cx, cy, rho, a0, da, s, pz, p, cfg, rng, reg))
         # momentum loss and scattering
-        m = st["m"]
         ekin_new = ekin - dE
         stopped = ekin_new < cfg.t_stop_gev
         pnew = np.sqrt(np.maximum(ekin_new * (ekin_new + 2 * m), 0))
@@ -288,7 +324,8 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         # decays in flight
         if decayed.any():
             new.append(_decay(st, np.nonzero(decayed)[0], cfg, rng, reg))
-        alive = (reach & ~stopped & ~decayed & ~left_z & (st["turns"] < cfg.max_turns)
+        max_turns = np.where(p < cfg.soft_p_gev, cfg.soft_max_turns, cfg.max_turns)
+        alive = (reach & ~stopped & ~decayed & ~left_z & (st["turns"] < max_turns)
                  & (st["ncross"] < cfg.max_crossings) & ~(hit_surf & (bestk >= M.world)))
         if not alive.all():
             idx = np.nonzero(alive)[0]

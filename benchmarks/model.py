@@ -1,0 +1,160 @@
+"""Model throughput on this CPU: training tokens/s, FLOP utilisation, chunked-scan speed-up.
+
+* matmul FLOP/s of this machine (fp32 GEMM, 2048^3, best of several) measured in this run,
+  interleaved with the training steps so that both see the same machine load;
+* training steps (forward + backward + AdamW) of m1 and m2 at sequence length 2048: tokens/s
+  and achieved FLOP/s (analytic fm4npp.model.flops, matmul FLOPs only) / matmul FLOP/s —
+  target >= 20 % for m2;
+* the chunked SSD scan against the step-by-step recurrence at m2's shapes, forward and
+  forward + backward — target >= 20x;
+* (full run) m2 step time versus chunk size, which is how the default chunk size was chosen.
+
+  python benchmarks/model.py [--quick] [--threads N]
+prints one JSON object as its last line and writes benchmarks/results/model.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from fm4npp.model.backbone import FM4NPP
+from fm4npp.model.flops import flops_per_token
+from fm4npp.model.presets import get_preset
+from fm4npp.model.ssd import ssd_chunked, ssd_recurrent
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+class Matmul:
+    """fp32 GEMM timer; `best` is the machine's matmul FLOP/s seen so far."""
+
+    def __init__(self, n: int = 2048):
+        self.a, self.b, self.n, self.best = torch.randn(n, n), torch.randn(n, n), n, 0.0
+        self.a @ self.b  # warm-up
+
+    def sample(self, reps: int = 2) -> None:
+        for _ in range(reps):
+            self.best = max(self.best, 2 * self.n**3 / _timed(lambda: self.a @ self.b))
+
+
+def train_steps(preset: str, seq_len: int, batch: int, steps: int, mm: Matmul, chunk_size=None):
+    over = {} if chunk_size is None else {"chunk_size": chunk_size}
+    cfg = get_preset(preset, **over)
+    torch.manual_seed(0)
+    model = FM4NPP(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.01)
+    coords, energy = torch.rand(batch, seq_len, 3), torch.randn(batch, seq_len)
+    targets = torch.rand(batch, seq_len, cfg.k, 3)
+
+    def step():
+        loss = (model(coords, energy) - targets).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up (allocator, oneDNN primitives)
+    times = []
+    for _ in range(steps):
+        mm.sample(1)
+        times.append(_timed(step))
+    best = min(times)
+    flops = flops_per_token(cfg, seq_len) * seq_len * batch
+    return {
+        "preset": preset, "params": model.num_params(), "seq_len": seq_len, "batch": batch,
+        "chunk_size": cfg.chunk_size, "steps_timed": steps,
+        "step_s_best": best, "step_s_median": sorted(times)[len(times) // 2],
+        "tokens_per_s": seq_len * batch / best,
+        "flops_per_token": flops_per_token(cfg, seq_len),
+        "achieved_flops": flops / best,
+    }
+
+
+def scan_speedup(seq_len: int, reps: int) -> dict:
+    """Chunked SSD vs recurrence at m2's mixer shapes (h = 4 heads of 64, N = 16)."""
+    cfg = get_preset("m2")
+    g = torch.Generator().manual_seed(0)
+    b, h, p, n = 1, cfg.n_heads, cfg.headdim, cfg.d_state
+    leaves = [torch.randn(b, seq_len, h, p, generator=g),
+              torch.rand(b, seq_len, h, generator=g) * 0.1,
+              -torch.rand(h, generator=g) * 15 - 1,
+              torch.randn(b, seq_len, 1, n, generator=g),
+              torch.randn(b, seq_len, 1, n, generator=g)]
+    leaves = [t.requires_grad_() for t in leaves]
+
+    def fwd(fn, **kw):
+        with torch.no_grad():
+            fn(*leaves, **kw)
+
+    def fwd_bwd(fn, **kw):
+        fn(*leaves, **kw).sum().backward()
+
+    out = {"seq_len": seq_len, "heads": h, "headdim": p, "d_state": n, "chunk_size": cfg.chunk_size}
+    for name, run in (("forward", fwd), ("forward_backward", fwd_bwd)):
+        chunked = min(_timed(lambda: run(ssd_chunked, chunk_size=cfg.chunk_size)) for _ in range(reps))
+        recurrent = min(_timed(lambda: run(ssd_recurrent)) for _ in range(max(1, reps // 3)))
+        out[name] = {"chunked_s": chunked, "recurrent_s": recurrent, "speedup": recurrent / chunked}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer timed steps, no chunk sweep")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's choice); matmul and model use the same")
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = 3 if args.quick else 8
+    t0 = time.time()
+
+    mm = Matmul()
+    mm.sample(3)
+    models = {p: train_steps(p, args.seq_len, args.batch, steps, mm) for p in ("m1", "m2")}
+    sweep = {}
+    if not args.quick:
+        for q in (32, 64, 128, 256):
+            r = train_steps("m2", args.seq_len, args.batch, 3, mm, chunk_size=q)
+            sweep[str(q)] = {"step_s_best": r["step_s_best"], "tokens_per_s": r["tokens_per_s"]}
+    mm.sample(3)
+    for r in models.values():
+        r["flops_utilisation"] = r["achieved_flops"] / mm.best
+    scan = scan_speedup(args.seq_len, 3 if args.quick else 6)
+
+    result = {
+        "benchmark": "model",
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "load_avg_1min": os.getloadavg()[0]},
+        "matmul_flops": mm.best,
+        "models": models,
+        "m2_flops_utilisation": models["m2"]["flops_utilisation"],
+        "scan_speedup": scan["forward_backward"]["speedup"],
+        "scan": scan,
+        "chunk_sweep_m2": sweep,
+        "targets": {"m2_flops_utilisation": 0.20, "scan_speedup": 20.0},
+        "seconds": round(time.time() - t0, 1),
+    }
+    result["meets_targets"] = (result["m2_flops_utilisation"] >= 0.20 and result["scan_speedup"] >= 20)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "model.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Pretraining benchmark: does a width-32 model learn, and how fast do 1 and 2 workers go?
+
+1. Simulated events (``fm4npp.sim``; cached under /tmp) with fitted serialization bins.
+2. A w32 run on one worker: validation MSE at the end against the trivial baseline (every
+   neighbour predicted at the point's own coordinates), and the wall time (target: < 10 min).
+3. Short runs with 1 and 2 Ray Train workers at the same global batch: training tokens/s.
+
+    python benchmarks/pretrain.py [--quick] [--data DIR]
+
+Prints one JSON object as its last line and writes benchmarks/results/pretrain.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_data(events: int, data: str | None) -> Path:
+    from fm4npp.data.io import read_events
+    from fm4npp.serialize.bins import fit_bins, save_bins
+    from fm4npp.serialize.config import SerializeConfig
+
+    if data:
+        out = Path(data)
+    else:
+        from fm4npp.sim.config import SimConfig
+        from fm4npp.sim.run import run_simulation
+
+        out = Path(tempfile.gettempdir()) / f"fm4npp-bench-pretrain-{events}"
+        t0 = time.perf_counter()
+        run_simulation(SimConfig(events=events, seed=7, events_per_shard=500), out, progress=False)
+        print(f"simulated {events} events in {time.perf_counter() - t0:.0f} s -> {out}",
+              file=sys.stderr)
+    if not (out / "bins.json").exists():
+        save_bins(fit_bins(read_events(out), SerializeConfig()), out / "bins.json")
+    return out
+
+
+def tokens_per_s(run_id: str) -> float:
+    """Median training tokens/s over the logged windows after the first (warm-up) one."""
+    import numpy as np
+
+    from fm4npp import runs
+
+    vals = [v for _, v in runs.metric_history(run_id, "tokens_per_s")]
+    return float(np.median(vals[1:] if len(vals) > 1 else vals))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps (still >= 2,000 events)")
+    ap.add_argument("--data", help="existing data set directory (default: simulate)")
+    ap.add_argument("--events", type=int, default=2000)
+    args = ap.parse_args()
+
+    import ray
+
+    from fm4npp import runs
+    from fm4npp.pretrain.config import PretrainConfig
+    from fm4npp.pretrain.run import build_datasets, run_pretraining
+
+    work = Path(tempfile.mkdtemp(prefix="fm4npp-bench-pretrain-"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    data = make_data(args.events, args.data)
+    steps = 300 if args.quick else 1200
+    base = PretrainConfig(preset="w32", data=str(data), steps=steps, warmup=steps // 20,
+                          lr=3e-3, batch_size=8, val_every=steps // 4, log_every=20,
+                          ckpt_every=steps, val_events=200, storage_path=str(work / "runs"),
+                          experiment="bench-pretrain", run_name="learn")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        t0 = time.perf_counter()
+        datasets = build_datasets(base.resolved())
+        prep_s = time.perf_counter() - t0
+        n_train, n_val = datasets["train"].count(), datasets["val"].count()
+        t0 = time.perf_counter()
+        learn = run_pretraining(base, datasets=datasets)
+        learn_s = time.perf_counter() - t0
+        speed = {}
+        for w in (1, 2):
+            r = run_pretraining(base.replace(workers=w, steps=60, warmup=5, val_every=60,
+                                             ckpt_every=60, val_events=16, run_name=f"speed-{w}"),
+                                datasets=datasets)
+            speed[w] = tokens_per_s(r["mlflow_run_id"])
+    finally:
+        ray.shutdown()
+    out = {
+        "benchmark": "pretrain",
+        "quick": args.quick,
+        "data": str(data),
+        "train_events": n_train,
+        "val_events_used": min(n_val, base.val_events),
+        "preset": base.preset,
+        "params_N": learn["N"],
+        "steps": learn["steps"],
+        "global_batch": base.batch_size,
+        "serialize_s": round(prep_s, 1),
+        "train_wall_s": round(learn_s, 1),
+        "within_10_min": learn_s < 600,
+        "val_mse": learn["val_mse"],
+        "trivial_baseline_mse": learn["val_baseline_mse"],
+        "val_over_baseline": learn["val_mse"] / learn["val_baseline_mse"],
+        "spacepoints_D": learn["D"],
+        "flops_C": learn["C"],
+        "tokens_per_s_1_worker": speed[1],
+        "tokens_per_s_2_workers": speed[2],
+        "speedup_2_over_1": speed[2] / speed[1],
+        "load_avg_1min": os.getloadavg()[0],
+        "cpu_count": os.cpu_count(),
+        "mlflow": runs.tracking_uri(),
+    }
+    res = ROOT / "benchmarks" / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "pretrain.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""End-to-end simulation throughput (PYTHIA -> transport -> digitisation -> Parquet) per core,
+with the PYTHIA-only rate measured in the same run, and the physics summary of the output.
+
+    python benchmarks/simulate.py [--quick] [--events N]
+
+Rates are given per wall second and per CPU second of this (single-threaded) process: on a
+shared machine the CPU-time rate is the per-core number. Target: >= 300 events/s/core.
+Prints one JSON object as the last stdout line and writes benchmarks/results/simulate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 300.0
+
+
+def _timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer events (CI)")
+    ap.add_argument("--events", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=2024)
+    args = ap.parse_args()
+    n = args.events or (500 if args.quick else 3000)
+
+    from fm4npp.data.stats import physics_summary
+    from fm4npp.sim.config import SimConfig
+    from fm4npp.sim.generator import PythiaGenerator, block_seeds, ensure_init_cache
+    from fm4npp.sim.run import run_simulation
+
+    cfg = SimConfig(events=n, seed=args.seed, events_per_shard=min(n, 1000), workers=1)
+    ensure_init_cache(cfg.generator)
+    # PYTHIA alone: generation + our particle extraction loop (the generator stage)
+    gen = PythiaGenerator(cfg.generator, block_seeds(args.seed, 10_000)[0])
+    n_py = max(n // 2, 200)
+    _, py_wall, py_cpu = _timed(lambda: gen.generate(n_py))
+
+    with tempfile.TemporaryDirectory(prefix="fm4npp-bench-sim-") as d:
+        manifest, wall, cpu = _timed(lambda: run_simulation(cfg, d, progress=False))
+        summary = physics_summary(d)
+        size = sum(p.stat().st_size for p in Path(d).glob("*.parquet"))
+    c = manifest["counts"]
+    result = {
+        "benchmark": "simulate",
+        "events": c["events"],
+        "generated_events": c["generated_events"],
+        "e2e_events_per_s_wall": c["events"] / wall,
+        "e2e_events_per_s_per_core": c["events"] / cpu,
+        "pythia_events_per_s_wall": n_py / py_wall,
+        "pythia_events_per_s_per_core": n_py / py_cpu,
+        "e2e_over_pythia": (c["events"] / cpu) / (n_py / py_cpu),
+        "target_events_per_s_per_core": TARGET,
+        "meets_target": c["events"] / cpu >= TARGET,
+        "bytes_per_event": size / max(c["events"], 1),
+        "generator_dnch_deta_eta05": c["generator_dnch_deta_eta05"],
+        "physics": summary,
+    }
+    out = Path(__file__).resolve().parent / "results" / "simulate.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"PYTHIA only: {result['pythia_events_per_s_per_core']:.0f} events/s/core; "
+          f"end-to-end: {result['e2e_events_per_s_per_core']:.0f} events/s/core "
+          f"({result['e2e_events_per_s_wall']:.0f}/s wall); target {TARGET:.0f}")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

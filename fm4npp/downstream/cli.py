@@ -1,0 +1,102 @@
+"""`fm4npp finetune` and `fm4npp evaluate`: thin wrappers over fm4npp.downstream.train."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=["tracking", "pid", "noise"], required=True)
+    p.add_argument("--backbone", default="", help="pretrained FM dir (fm4npp.model.io format)")
+    p.add_argument("--data", default="", help="data set dir (Parquet shards + manifest.json)")
+    p.add_argument("--bins", default="", help="serialization bins JSON (default <data>/bins.json)")
+    p.add_argument("--n-train", type=int, default=0, help="labelled training events (0 = all)")
+    p.add_argument("--n-test", type=int, default=0, help="test events (0 = all)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--preset", default="", help="model preset for --source scratch without --backbone")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="", help="directory for adapter weights and result JSON")
+    p.add_argument("--experiment", default="", help="MLflow experiment to log to (default: none)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any FinetuneConfig field, e.g. lr=3e-4 or tracking.n_queries=64")
+
+
+def _config(args, source: str):
+    from fm4npp.downstream.config import FinetuneConfig
+
+    base = FinetuneConfig(task=args.task, source="raw", data=args.data, bins=args.bins,
+                          n_train_events=args.n_train, n_test_events=args.n_test, preset=args.preset,
+                          seed=args.seed, out=args.out, experiment=args.experiment)
+    cfg = base.with_overrides(args.set)
+    d = cfg.to_dict()
+    d.update(source=source, backbone=args.backbone)
+    if args.epochs is not None:
+        d["epochs"] = args.epochs
+    return FinetuneConfig.from_dict(d)
+
+
+def _finetune(args) -> int:
+    from fm4npp.downstream.train import finetune, format_table, write_json
+
+    try:
+        cfg = _config(args, args.source)
+        result = finetune(cfg)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"fm4npp finetune: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table([result]))
+    if args.json:
+        write_json(result, args.json)
+    if cfg.out:
+        print(f"adapter and result.json written to {cfg.out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from fm4npp.downstream.train import compare, evaluate_adapter, format_table, write_json
+
+    try:
+        if args.adapter:
+            results = [evaluate_adapter(d, data=args.data, n_events=args.n_test) for d in args.adapter]
+        else:
+            if not args.task or not args.data:
+                raise ValueError("give --adapter DIR..., or --task and --data (and --sources) to train and compare")
+            sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+            if "fm" in sources and not args.backbone:
+                raise ValueError("source 'fm' needs --backbone")
+            base = _config(args, "fm" if "fm" in sources else sources[0])
+            results = compare(base, sources)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"fm4npp evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    if args.json:
+        write_json({"results": results}, args.json)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("finetune", help="train a downstream adapter (tracking / pid / noise)",
+                       description="Train an adapter on frozen FM features (--source fm), raw inputs "
+                                   "(raw = AdapterOnly) or a backbone trained from scratch (scratch), "
+                                   "then score it on the test split.")
+    _common(p)
+    p.add_argument("--source", choices=["fm", "raw", "scratch"], default="fm")
+    p.add_argument("--json", default="", help="also write the result JSON here")
+    p.set_defaults(func=_finetune)
+
+    e = sub.add_parser("evaluate", help="Table-2-style comparison of adapters on the same test events",
+                       description="Either score saved adapters (--adapter DIR ...), or train the "
+                                   "listed sources on the same events and print the table.")
+    e.add_argument("--adapter", nargs="*", default=[], help="`finetune --out` directories to score")
+    e.add_argument("--sources", default="fm,raw", help="comma list of fm, raw, scratch")
+    e.add_argument("--json", default="", help="write all results here")
+    _common(e)
+    e.set_defaults(func=_evaluate)
+    # --task is required for training; with --adapter the saved config decides
+    for a in e._actions:
+        if a.dest == "task":
+            a.required = False
+            a.default = ""
