@@ -71,7 +71,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fm4npp-bench-pretrain-"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     data = make_data(args.events, args.data)
-    steps = 300 if args.quick else 1200
+    steps = 400 if args.quick else 1500
     base = PretrainConfig(preset="w32", data=str(data), steps=steps, warmup=steps // 20,
                           lr=3e-3, batch_size=8, val_every=steps // 4, log_every=20,
                           ckpt_every=steps, val_events=200, storage_path=str(work / "runs"),

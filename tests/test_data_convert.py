@@ -106,11 +106,18 @@ def test_refuses_non_empty_output(tmp_path):
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
 
 
-def test_report_on_imported_data(tmp_path, capsys):
-    """Imported data have no kinematics: the report still draws, numbers it cannot know are null."""
+def test_report_on_imported_data(tmp_path):
+    """Imported data have no kinematics: the kinematic figures still draw, unknown numbers are null."""
+    from fm4npp.data import report
+    from fm4npp.data.stats import collect, summary_from
+
     _write_split(tmp_path / "split", np.random.default_rng(6))
     import_tpcpp(tmp_path / "split", tmp_path / "out")
-    assert main(["data", "report", str(tmp_path / "out"), "--out", str(tmp_path / "fig")]) == 0
-    numbers = json.loads((tmp_path / "fig" / "report.json").read_text())["numbers"]
+    c = collect(tmp_path / "out")
+    numbers = summary_from(c)
     assert numbers["dnch_deta_eta05"] is None and numbers["hits_per_track_pt02_eta05_mean"] is None
     assert numbers["hits_per_event_mean"] == pytest.approx(15 / 3)
+    figures = []
+    for draw in (report._tracks, report._dedx, report._hits_per_track):
+        draw(c, tmp_path, figures)
+    assert all((tmp_path / f).stat().st_size > 0 for f in figures) and len(figures) == 3

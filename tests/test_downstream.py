@@ -144,3 +144,14 @@ def test_config_overrides_and_errors():
         FinetuneConfig(source="fm")
     with pytest.raises(ValueError, match="task"):
         FinetuneConfig(task="jets", source="raw")
+
+
+def test_label_saving_factor():
+    from fm4npp.downstream.studies import label_saving_factor
+
+    # baseline best 0.6 at n=1000; FM reaches 0.5 at 100 and 0.7 at 400 -> crosses 0.6 at 200
+    r = label_saving_factor([100, 400, 1000], [0.5, 0.7, 0.8], [100, 400, 1000], [0.3, 0.5, 0.6])
+    assert r["n_fm"] == pytest.approx(200.0) and r["factor"] == pytest.approx(5.0) and r["bound"] == ""
+    r = label_saving_factor([100, 1000], [0.9, 0.95], [100, 1000], [0.3, 0.6])
+    assert r["factor"] == pytest.approx(10.0) and r["bound"] == "lower"
+    assert label_saving_factor([100, 1000], [0.1, 0.2], [100, 1000], [0.3, 0.6])["factor"] is None

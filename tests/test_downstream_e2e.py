@@ -125,3 +125,39 @@ def test_cli_bad_input_exits_nonzero(tmp_path, data_dir, capsys):
                  "--backbone", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
     assert main(["finetune", "--task", "pid", "--source", "fm", "--data", str(data_dir)]) == 2
+
+
+def test_studies_figures_and_resume(tmp_path, data_dir, backbone_dir, monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from analysis import downstream_figures as figs
+    from studies import downstream_data_efficiency as de
+    from studies import downstream_model_size as ms
+
+    fast = ["--epochs", "1", "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "val_events=0",
+            "--set", "tracking.n_queries=6", "--set", "tracking.n_layers=1"]
+    assert de.main(["--data", str(data_dir), "--backbone", f"w8={backbone_dir}", "--task", "noise",
+                    "--n-train", "4,12", "--name", "de"] + fast) == 0
+    d7 = figs.fig7("de", tmp_path / "figs")
+    assert set(d7["curves"]) == {"w8", "AdapterOnly"} and d7["curves"]["w8"]["n_train"] == [4, 12]
+    assert (tmp_path / "figs" / "figure7.png").is_file()
+    capsys.readouterr()
+    assert de.main(["--data", str(data_dir), "--backbone", f"w8={backbone_dir}", "--task", "noise",
+                    "--n-train", "4,12", "--name", "de"] + fast) == 0
+    assert capsys.readouterr().out.count("done before") == 4  # resumed: nothing retrained
+    assert ms.main(["--data", str(data_dir), "--backbone", f"w8={backbone_dir}", "--tasks", "pid",
+                    "--n-train", "8", "--name", "ms"] + fast) == 0
+    d6 = figs.fig6("ms", tmp_path / "figs")
+    assert d6["pid"]["fm"][0]["backbone"] == "w8" and d6["pid"]["adapter_only"] is not None
+    # Figure 8 from a tracking adapter on frozen features
+    from fm4npp.cli import main
+
+    out = tmp_path / "trk"
+    assert main(["finetune", "--task", "tracking", "--source", "fm", "--data", str(data_dir),
+                 "--backbone", str(backbone_dir), "--out", str(out)] + fast) == 0
+    info = figs.fig8(str(out), tmp_path / "figs")
+    assert info["n_points"] > 0 and (tmp_path / "figs" / "figure8.pdf").is_file()

@@ -124,7 +124,6 @@ def test_resume_and_killed_worker_match_uninterrupted(shared, data_dir):
     assert again["mlflow_run_id"] != ref["mlflow_run_id"]
     np.testing.assert_allclose(_curve(again["mlflow_run_id"]), want, rtol=1e-6)
     assert again["val_mse"] == pytest.approx(ref["val_mse"], rel=1e-6)
-    assert again["val_mse"] < again["val_baseline_mse"] * 5  # sane magnitude
 
 
 def test_refuses_missing_or_changed_bins(data_dir, tmp_path, mlflow_db):

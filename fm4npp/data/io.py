@@ -456,4 +456,6 @@ def read_table(path_or_dir: str | Path, columns: Sequence[str] | None = None, *,
                empty: str = "error", check: bool = True) -> pa.Table:
     """All events as one Arrow table (checked like :func:`read_events`)."""
     tables = [t for _, _, t in iter_tables(path_or_dir, columns, check=check, empty=empty)]
-    return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
+    if tables:
+        return pa.concat_tables(tables)
+    return EVENT_SCHEMA.empty_table().select(list(columns) if columns is not None else EVENT_SCHEMA.names)

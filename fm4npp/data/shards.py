@@ -41,7 +41,7 @@ def write_table_atomic(table: pa.Table, path: str | Path, compression: str = "zs
     path = Path(path)
     tmp = _tmp_in(path.parent, path.name)
     try:
-        pq.write_table(table, tmp, compression=compression)
+        pq.write_table(table, tmp, compression=compression, write_page_checksum=True)
         digest = sha256_file(tmp)
         os.replace(tmp, path)
     finally:

@@ -176,11 +176,38 @@ class FrozenFMSource(nn.Module):
 
 
 def load_backbone(path: str | Path):
-    """(model, extra) from a pretrained checkpoint dir (fm4npp.model.io), frozen in eval mode."""
-    from fm4npp.model.io import from_pretrained
+    """(model, extra), frozen in eval mode, from a pretrained dir: either the
+    ``fm4npp.model.io.save_pretrained`` format (config.json + model.safetensors) or a
+    pretraining checkpoint as Ray Train writes it (model.safetensors + train_state.pt, whose
+    config names the preset; k is read off the head's shape)."""
+    from fm4npp.model.io import CONFIG_FILE, from_pretrained
 
-    model, extra = from_pretrained(str(path))
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"backbone {path}: no such directory")
+    if (path / CONFIG_FILE).is_file():
+        model, extra = from_pretrained(str(path))
+    else:
+        model, extra = _from_train_checkpoint(path)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, extra
+
+
+def _from_train_checkpoint(path: Path):
+    from safetensors.torch import load_file
+
+    from fm4npp.model.backbone import FM4NPP
+    from fm4npp.pretrain.config import PretrainConfig
+    from fm4npp.pretrain.loop import MODEL_FILE, STATE_FILE, load_train_state, model_config_for
+
+    if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"backbone {path}: neither config.json nor {STATE_FILE} + {MODEL_FILE} "
+                                "(not a pretrained model directory)")
+    state = load_train_state(str(path))
+    weights = load_file(str(path / MODEL_FILE))
+    k = weights["head.weight"].shape[0] // 3
+    model = FM4NPP(model_config_for(PretrainConfig(**state["config"]), k))
+    model.load_state_dict(weights, strict=True)
+    return model, {"bins_hash": state.get("bins_hash", ""), "step": state.get("step")}

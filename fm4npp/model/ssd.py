@@ -29,18 +29,20 @@ import torch.nn.functional as F
 MAX_CHUNKS_MATRIX = 64
 
 
-def _decay_matrix(a):
+def _segsum_exp(a, masked=True):
     """exp(segsum): a (..., T) log decays -> (..., T, T) with [i, j] = exp(a_{j+1} + ... + a_i)
-    for j <= i, 0 above the diagonal.
+    for j <= i; above the diagonal 0 if masked, else 1 (cheaper, when the caller masks anyway).
 
     Summing each segment directly (a masked cumsum) rather than differencing a running cumsum
     keeps strongly decaying heads accurate: cumsum[i] - cumsum[j] loses eps * |cumsum| to
     rounding, which the fp32 tolerance against the recurrence does not allow.
     """
     t = a.shape[-1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=a.device).tril()
-    seg = a.unsqueeze(-1).expand(*a.shape, t).masked_fill(~causal.tril(-1), 0.0).cumsum(-2)
-    return seg.masked_fill(~causal, float("-inf")).exp()
+    strict = torch.ones(t, t, dtype=torch.bool, device=a.device).tril(-1)
+    seg = a.unsqueeze(-1).masked_fill(~strict, 0.0).cumsum(-2)
+    if masked:
+        seg = seg.masked_fill(strict.T, float("-inf"))
+    return seg.exp()
 
 
 def _check_shapes(x, dt, A, B, C):
@@ -70,52 +72,51 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=64, initial_state=None, return_final_
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     c = (l + pad) // Q
 
-    # Step-major blocks (b, chunk, group, step, head-in-group, p) are plain views of the
-    # inputs. The heads of a group share B and C, so the chunk states of all of them, and the
-    # outputs read from those states, come from one matmul per chunk over (head, p) columns.
-    a = (dt * A).view(b, c, Q, g, hg)  # log decay per step
-    a_cum = a.cumsum(2)
-    xdt = (x * dt.unsqueeze(-1)).view(b, c, Q, g, hg, p).transpose(2, 3)  # (b, c, g, Q, hg, p)
-    Bc = B.view(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
-    Cc = C.view(b, c, Q, g, n).transpose(2, 3)
+    # Head-major blocks (b, chunk, group, head-in-group, step, ...): every (chunk, head) block
+    # is a contiguous matmul operand. The per-step decays are folded into B and C per head
+    # (d_state columns) rather than into x or y (headdim columns, usually more).
+    a = (dt * A).view(b, c, Q, g, hg).permute(0, 1, 3, 4, 2)  # (b, c, g, hg, Q) log decay
+    a_cum = a.cumsum(-1)
+    dt_h = dt.view(b, c, Q, g, hg).permute(0, 1, 3, 4, 2)
+    xdt = (x.view(b, c, Q, g, hg, p).permute(0, 1, 3, 4, 2, 5) * dt_h.unsqueeze(-1)).contiguous()
+    Bc = B.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, Q, n)
+    Cc = C.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)
 
-    # 1. diagonal blocks: per head, (C B^T * decay) @ (x dt).
-    decay = _decay_matrix(a.permute(0, 1, 3, 4, 2))  # (b, c, g, hg, Q, Q)
-    scores = Cc @ Bc.transpose(-1, -2)  # (b, c, g, Q, Q)
-    y = (scores.unsqueeze(3) * decay) @ xdt.transpose(3, 4)  # (b, c, g, hg, Q, p)
+    # 1. diagonal blocks: (C B^T, causal, * decay) @ (x dt), per head.
+    decay = _segsum_exp(a, masked=False)  # (b, c, g, hg, Q, Q); 1 above the diagonal
+    scores = (Cc @ Bc.transpose(-1, -2)).tril()  # (b, c, g, 1, Q, Q), shared by a group's heads
+    y = (scores * decay) @ xdt  # (b, c, g, hg, Q, p)
 
-    # 2. chunk states (n, hg * p): B^T (x dt decayed to the chunk end).
-    decay_to_end = decay[..., -1, :].transpose(-1, -2).unsqueeze(-1)  # (b, c, g, Q, hg, 1)
-    states = Bc.transpose(-1, -2) @ (xdt * decay_to_end).flatten(-2)  # (b, c, g, n, hg * p)
+    # 2. chunk states (n, p): (B decayed to the chunk end)^T @ (x dt).
+    decay_to_end = decay[..., -1, :].unsqueeze(-1)  # exp(a_{j+1} + ... + a_{Q-1})
+    states = (Bc * decay_to_end).transpose(-1, -2) @ xdt  # (b, c, g, hg, n, p)
 
-    # 3. states at the start of every chunk, and the final one, as (b, ..., g, n, hg, p).
+    # 3. states at the start of every chunk, and the final one.
     if initial_state is None:
-        s0 = states.new_zeros(b, g, n, hg, p)
+        s0 = states.new_zeros(b, g, hg, n, p)
     else:
-        s0 = initial_state.view(b, g, hg, p, n).permute(0, 1, 4, 2, 3).to(states.dtype)
-    chunk_decay = a_cum[:, :, -1]  # (b, c, g, hg)
-    states = states.view(b, c, g, n, hg, p)
+        s0 = initial_state.view(b, g, hg, p, n).transpose(-1, -2).to(states.dtype)
+    chunk_decay = a_cum[..., -1]  # (b, c, g, hg)
     if c <= MAX_CHUNKS_MATRIX:
-        u = torch.cat([s0.unsqueeze(1), states], dim=1)  # (b, c+1, g, n, hg, p)
-        u = u.permute(0, 2, 4, 1, 3, 5).reshape(b, g, hg, c + 1, n * p)
-        w = _decay_matrix(F.pad(chunk_decay.permute(0, 2, 3, 1), (1, 0)))  # (b, g, hg, c+1, c+1)
-        s = (w @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 4, 2, 5)  # (b, c+1, g, n, hg, p)
+        u = torch.cat([s0.unsqueeze(1), states], dim=1)  # (b, c+1, g, hg, n, p)
+        u = u.permute(0, 2, 3, 1, 4, 5).reshape(b, g, hg, c + 1, n * p)
+        w = _segsum_exp(F.pad(chunk_decay.permute(0, 2, 3, 1), (1, 0)))  # (b, g, hg, c+1, c+1)
+        s = (w @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 2, 4, 5)  # (b, c+1, g, hg, n, p)
         starts, final = s[:, :-1], s[:, -1]
     else:
-        gate = chunk_decay.exp()[..., None, :, None]  # (b, c, g, 1, hg, 1)
+        gate = chunk_decay.exp()[..., None, None]
         seq, cur = [], s0
         for i in range(c):
             seq.append(cur)
             cur = gate[:, i] * cur + states[:, i]
         starts, final = torch.stack(seq, dim=1), cur
 
-    # 4. each chunk reads its starting state through C, decayed to step i.
-    y_off = (Cc @ starts.reshape(b, c, g, n, hg * p)).view(b, c, g, Q, hg, p)
-    y = y.transpose(3, 4) + y_off * a_cum.exp().transpose(2, 3).unsqueeze(-1)
+    # 4. each chunk reads its starting state through C decayed to step i.
+    y = y + (Cc * a_cum.exp().unsqueeze(-1)) @ starts
 
-    y = y.transpose(2, 3).reshape(b, c * Q, h, p)[:, :l]
+    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * Q, h, p)[:, :l]
     if return_final_state:
-        return y, final.permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
+        return y, final.transpose(-1, -2).reshape(b, h, p, n)
     return y
 
 

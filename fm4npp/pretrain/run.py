@@ -34,13 +34,21 @@ def make_mlflow_callback(run_id: str, tracking_uri: str):
 
     class MLflowCallback(_user_callback_base()):
         def __init__(self):
-            self.run_id, self.uri = run_id, tracking_uri
+            self.run_id, self.uri, self.pending = run_id, tracking_uri, []
 
         def after_report(self, run_context, metrics, checkpoint):
-            if not metrics or not metrics[0] or "step" not in metrics[0]:
+            if metrics and metrics[0] and "step" in metrics[0]:
+                self.pending.append(dict(metrics[0]))
+            if not self.pending:
                 return
             os.environ["MLFLOW_TRACKING_URI"] = self.uri
-            runs.log_metrics_history(self.run_id, [metrics[0]])
+            try:
+                runs.log_metrics_history(self.run_id, self.pending)
+                self.pending = []
+            except Exception as exc:  # e.g. SQLite busy: keep the rows for the next report,
+                import logging      # never fail the training run over a metrics write
+
+                logging.getLogger(__name__).warning("MLflow logging deferred: %s", exc)
 
     return MLflowCallback()
 

@@ -1,0 +1,152 @@
+"""Downstream studies (Figures 6 and 7) as grids of `finetune` runs tracked in MLflow.
+
+A study is one parent MLflow run (tags ``fm4npp.study_parent=1``, ``study=<name>``) and one
+child run per cell (tags ``study``, ``task``, ``source``, ``backbone``, ``n_train``, ``seed``;
+metrics: every number of the task's metrics, plus ``backbone_params``). Cells run one after
+another in this process: adapters on cached frozen features are small, and on a 2-core machine
+a process pool would only contend. A rerun skips cells whose child run FINISHED (resume).
+
+Events are loaded once per serialization (bins hash) and shared by every cell, so all rows of
+a figure are scored on the same test events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from fm4npp.downstream.config import FinetuneConfig
+
+EXPERIMENT = "fm4npp-downstream"
+PRIMARY = {"tracking": "ari_event_mean", "pid": "accuracy", "noise": "accuracy"}
+
+
+@dataclass
+class Cell:
+    task: str
+    source: str  # fm | raw | scratch
+    backbone_label: str  # e.g. "w32" ("" for AdapterOnly)
+    backbone: str  # checkpoint dir
+    n_train: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        who = self.backbone_label if self.source == "fm" else self.source
+        return f"{self.task}-{who}-n{self.n_train}-s{self.seed}"
+
+
+def parse_backbones(items: list[str]) -> dict[str, str]:
+    """``LABEL=DIR`` strings -> {label: dir} (a bare DIR is labelled by its folder name)."""
+    out = {}
+    for it in items:
+        label, _, path = it.partition("=") if "=" in it else (it.rstrip("/").split("/")[-1], "=", it)
+        out[label] = path
+    return out
+
+
+def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: str = EXPERIMENT,
+              log=print) -> list[dict]:
+    """Run (or resume) every cell; returns one summary dict per cell."""
+    from fm4npp import runs
+    from fm4npp.downstream.features import load_backbone
+    from fm4npp.downstream.train import finetune, flat_metrics, load_split
+
+    parent = runs.find_runs(experiment, f"tags.study = '{study}' and tags.`fm4npp.study_parent` = '1'")
+    parent_id = parent[0].info.run_id if parent else runs.start_run(
+        study, params={"cells": len(cells), **{k: v for k, v in base.to_dict().items() if not isinstance(v, dict)}},
+        tags={"study": study, "fm4npp.study_parent": "1"}, experiment=experiment)
+    data_cache: dict[str, dict] = {}
+    summaries = []
+    for i, cell in enumerate(cells):
+        name = f"{study}/{cell.key}"
+        done = runs.find_runs(experiment, f"tags.`{runs.RUN_NAME_TAG}` = '{name}'", status="FINISHED")
+        if done:
+            r = done[0]
+            log(f"[{i + 1}/{len(cells)}] {cell.key}: done before (run {r.info.run_id}), skipped")
+            summaries.append({"cell": dataclasses.asdict(cell), "metrics": dict(r.data.metrics), "resumed": True})
+            continue
+        extra = load_backbone(cell.backbone)[1] if cell.backbone else {}
+        dkey = extra.get("bins_hash", "") or base.bins or base.data
+        if dkey not in data_cache:
+            t0 = time.time()
+            probe = dataclasses.replace(base, source="raw", backbone="")
+            data_cache[dkey] = {
+                "train": load_split(probe, base.train_split, extra=extra),
+                "val": load_split(probe, base.val_split, base.val_events, extra) if base.val_events else [],
+                "test": load_split(probe, base.test_split, base.n_test_events, extra),
+            }
+            log(f"loaded {[len(v) for v in data_cache[dkey].values()]} train/val/test events "
+                f"({time.time() - t0:.0f} s)")
+        cfg = dataclasses.replace(base, task=cell.task, source=cell.source, backbone=cell.backbone,
+                                  n_train_events=cell.n_train, seed=cell.seed, experiment="", out="")
+        log(f"[{i + 1}/{len(cells)}] {cell.key}")
+        run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_id, experiment=experiment,
+                                tags={"study": study, "task": cell.task, "source": cell.source,
+                                      "backbone": cell.backbone_label, "n_train": str(cell.n_train),
+                                      "seed": str(cell.seed)})
+        try:
+            res = finetune(cfg, data_cache[dkey], log=lambda m: log("   " + m))
+        except BaseException:
+            runs.end_run(run_id, "FAILED")
+            raise
+        m = flat_metrics(res["metrics"])
+        m.update(backbone_params=float(res["backbone_params"]), adapter_params=float(res["adapter_params"]),
+                 trainable_params=float(res["trainable_params"]), n_train_events=float(res["n_train_events"]),
+                 train_seconds=float(res["train_seconds"]))
+        runs.log_metrics(run_id, m, step=0)
+        runs.log_dict(run_id, res, "result.json")
+        runs.end_run(run_id, "FINISHED")
+        log(f"   {PRIMARY[cell.task]} = {res['metrics'][PRIMARY[cell.task]]:.4f} ({res['train_seconds']:.0f} s)")
+        summaries.append({"cell": dataclasses.asdict(cell), "metrics": m, "resumed": False})
+    runs.end_run(parent_id, "FINISHED")
+    return summaries
+
+
+def load_study_cells(study: str, experiment: str = EXPERIMENT) -> list[dict]:
+    """Finished cells of a downstream study: tags + metrics, newest run per cell name."""
+    from fm4npp import runs
+
+    out = {}
+    for r in runs.find_runs(experiment, f"tags.study = '{study}'", status="FINISHED", max_results=5000):
+        t = r.data.tags
+        if t.get("fm4npp.study_parent") == "1" or "task" not in t:
+            continue
+        name = t.get(runs.RUN_NAME_TAG, r.info.run_id)
+        if name in out:
+            continue
+        out[name] = {"task": t["task"], "source": t["source"], "backbone": t.get("backbone", ""),
+                     "n_train": int(t.get("n_train", 0)), "seed": int(t.get("seed", 0)),
+                     "metrics": dict(r.data.metrics), "run_id": r.info.run_id}
+    return list(out.values())
+
+
+def label_saving_factor(n_fm, score_fm, n_base, score_base) -> dict:
+    """How many times fewer labelled events the FM adapter needs to match AdapterOnly's best.
+
+    target = max AdapterOnly score, reached at n_base* events. n_fm* = the fewest events at which
+    the FM curve reaches the target, linearly interpolated in log(n) between measured points
+    (with several seeds pass the per-n means). factor = n_base* / n_fm*. If the FM's smallest n
+    already beats the target the factor is only a lower bound (``bound = "lower"``); if the FM
+    never reaches it, factor is None.
+    """
+    import numpy as np
+
+    n_fm, s_fm = np.asarray(n_fm, float), np.asarray(score_fm, float)
+    o = np.argsort(n_fm)
+    n_fm, s_fm = n_fm[o], s_fm[o]
+    j = int(np.nanargmax(score_base))
+    target, n_star = float(score_base[j]), float(np.asarray(n_base, float)[j])
+    out = {"target": target, "n_base": n_star, "n_fm": None, "factor": None, "bound": ""}
+    if s_fm[0] >= target:
+        out.update(n_fm=float(n_fm[0]), factor=n_star / n_fm[0], bound="lower")
+        return out
+    for i in range(1, len(n_fm)):
+        if s_fm[i] >= target:
+            a, b = np.log(n_fm[i - 1]), np.log(n_fm[i])
+            t = (target - s_fm[i - 1]) / (s_fm[i] - s_fm[i - 1])
+            n = float(np.exp(a + t * (b - a)))
+            out.update(n_fm=n, factor=n_star / n)
+            return out
+    return out
