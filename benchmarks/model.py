@@ -9,7 +9,7 @@
   forward + backward — target >= 20x;
 * (full run) m2 step time versus chunk size, which is how the default chunk size was chosen.
 
-  python benchmarks/model.py [--quick] [--threads N]
+  python benchmarks/model.py [--quick] [--threads N]   (chunk sweep 16..128 in the full run)
 prints one JSON object as its last line and writes benchmarks/results/model.json.
 """
 
@@ -36,6 +36,14 @@ def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def _cpu_timed(fn) -> float:
+    """CPU seconds of this process: with one thread, the work itself, free of the time slices
+    other jobs on a shared machine take (wall-clock best-of favours short operations)."""
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
 
 
 class Matmul:
@@ -66,10 +74,12 @@ def train_steps(preset: str, seq_len: int, batch: int, steps: int, mm: Matmul, c
         opt.step()
 
     step()  # warm-up (allocator, oneDNN primitives)
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
         mm.sample(1)
+        t = time.process_time()
         times.append(_timed(step))
+        cpu_times.append(time.process_time() - t)
     best = min(times)
     flops = flops_per_token(cfg, seq_len) * seq_len * batch
     return {
@@ -79,6 +89,7 @@ def train_steps(preset: str, seq_len: int, batch: int, steps: int, mm: Matmul, c
         "tokens_per_s": seq_len * batch / best,
         "flops_per_token": flops_per_token(cfg, seq_len),
         "achieved_flops": flops / best,
+        "cpu_s_best": min(cpu_times),  # process CPU seconds per step (all threads)
     }
 
 
@@ -101,19 +112,23 @@ def scan_speedup(seq_len: int, reps: int) -> dict:
     def fwd_bwd(fn, **kw):
         fn(*leaves, **kw).sum().backward()
 
-    out = {"seq_len": seq_len, "heads": h, "headdim": p, "d_state": n, "chunk_size": cfg.chunk_size}
+    out = {"seq_len": seq_len, "heads": h, "headdim": p, "d_state": n, "chunk_size": cfg.chunk_size,
+           "forward": {}, "forward_backward": {}}
     for name, run in (("forward", fwd), ("forward_backward", fwd_bwd)):
-        chunked = min(_timed(lambda: run(ssd_chunked, chunk_size=cfg.chunk_size)) for _ in range(reps))
-        recurrent = min(_timed(lambda: run(ssd_recurrent)) for _ in range(max(1, reps // 3)))
-        out[name] = {"chunked_s": chunked, "recurrent_s": recurrent, "speedup": recurrent / chunked}
+        for clock, timer in (("", _timed), ("cpu_", _cpu_timed)):
+            chunked = min(timer(lambda: run(ssd_chunked, chunk_size=cfg.chunk_size)) for _ in range(reps))
+            recurrent = min(timer(lambda: run(ssd_recurrent)) for _ in range(max(1, reps // 3)))
+            out[name] |= {f"{clock}chunked_s": chunked, f"{clock}recurrent_s": recurrent,
+                          f"{clock}speedup": recurrent / chunked}
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer timed steps, no chunk sweep")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default: torch's choice); matmul and model use the same")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads, 0 = torch's choice (default 1: on a shared, oversubscribed "
+                         "machine 2 OpenMP threads stall each other); matmul and model use the same")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args(argv)
@@ -127,7 +142,7 @@ def main(argv=None) -> int:
     models = {p: train_steps(p, args.seq_len, args.batch, steps, mm) for p in ("m1", "m2")}
     sweep = {}
     if not args.quick:
-        for q in (32, 64, 128, 256):
+        for q in (16, 32, 64, 128):
             r = train_steps("m2", args.seq_len, args.batch, 3, mm, chunk_size=q)
             sweep[str(q)] = {"step_s_best": r["step_s_best"], "tokens_per_s": r["tokens_per_s"]}
     mm.sample(3)
@@ -144,12 +159,14 @@ def main(argv=None) -> int:
         "models": models,
         "m2_flops_utilisation": models["m2"]["flops_utilisation"],
         "scan_speedup": scan["forward_backward"]["speedup"],
+        "scan_speedup_forward": scan["forward"]["speedup"],
         "scan": scan,
         "chunk_sweep_m2": sweep,
         "targets": {"m2_flops_utilisation": 0.20, "scan_speedup": 20.0},
         "seconds": round(time.time() - t0, 1),
     }
-    result["meets_targets"] = (result["m2_flops_utilisation"] >= 0.20 and result["scan_speedup"] >= 20)
+    result["meets_targets"] = (result["m2_flops_utilisation"] >= 0.20
+                               and min(result["scan_speedup"], result["scan_speedup_forward"]) >= 20)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "model.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

@@ -22,12 +22,12 @@ from fm4npp.downstream.studies import EXPERIMENT, Cell, parse_backbones, run_cel
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
-    p.add_argument("--backbone", action="append", required=True, metavar="LABEL=DIR")
+    p.add_argument("--backbone", action="append", default=[], metavar="LABEL=DIR")
     p.add_argument("--task", default="tracking", choices=["tracking", "pid", "noise"])
     p.add_argument("--n-train", default="100,200,500,1000", help="comma list of labelled event counts")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seeds", default="0")
-    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--sources", default="fm,raw", help="fm (frozen backbones) and/or raw (AdapterOnly)")
     p.add_argument("--name", default="downstream-data-efficiency")
     p.add_argument("--experiment", default=EXPERIMENT)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -37,13 +37,16 @@ def main(argv=None) -> int:
         p.error("--n-train values must be >= 1")
     base = FinetuneConfig(source="raw", data=a.data, epochs=a.epochs).with_overrides(a.set)
     backbones = parse_backbones(a.backbone)
-    first = next(iter(backbones.values()))
+    sources = a.sources.split(",")
+    if "fm" in sources and not backbones:
+        p.error("source fm needs at least one --backbone LABEL=DIR")
     cells = []
     for seed in map(int, a.seeds.split(",")):
         for n in ns:
-            cells += [Cell(a.task, "fm", label, path, n, seed) for label, path in backbones.items()]
-            if not a.no_baseline:
-                cells.append(Cell(a.task, "raw", "", first, n, seed))
+            if "fm" in sources:
+                cells += [Cell(a.task, "fm", label, path, n, seed) for label, path in backbones.items()]
+            if "raw" in sources:  # the same events and serialization (the data set's bins file)
+                cells.append(Cell(a.task, "raw", "", "", n, seed))
     run_cells(a.name, cells, base, a.experiment)
     print(f"study {a.name}: {len(cells)} cells in MLflow experiment {a.experiment}; "
           f"draw: python analysis/downstream_figures.py fig7 --study {a.name}")

@@ -261,7 +261,7 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
     check_compatible(bins, cfg.serialize)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     paths = [str(p) for p in shard_paths(data_dir)]
-    ds = ray.data.read_parquet(paths).select_columns(READ_COLUMNS)  # projection is pushed down
+    ds = ray.data.read_parquet(paths, num_cpus=cfg.read_num_cpus).select_columns(READ_COLUMNS)
     # The reader coalesces small files into big blocks, and one block feeds one actor at a
     # time: cut blocks to map_batch_size events (streaming, no shuffle) so all actors work.
     ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)

@@ -51,7 +51,7 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
     """Run (or resume) every cell; returns one summary dict per cell."""
     from fm4npp import runs
     from fm4npp.downstream.features import load_backbone
-    from fm4npp.downstream.train import finetune, flat_metrics, load_split
+    from fm4npp.downstream.train import finetune, flat_metrics, load_split, serialization
 
     parent = runs.find_runs(experiment, f"tags.study = '{study}' and tags.`fm4npp.study_parent` = '1'")
     parent_id = parent[0].info.run_id if parent else runs.start_run(
@@ -68,7 +68,7 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
             summaries.append({"cell": dataclasses.asdict(cell), "metrics": dict(r.data.metrics), "resumed": True})
             continue
         extra = load_backbone(cell.backbone)[1] if cell.backbone else {}
-        dkey = extra.get("bins_hash", "") or base.bins or base.data
+        dkey = serialization(base, extra)[1].hash  # same bins file = same events
         if dkey not in data_cache:
             t0 = time.time()
             probe = dataclasses.replace(base, source="raw", backbone="")
@@ -117,7 +117,9 @@ def load_study_cells(study: str, experiment: str = EXPERIMENT) -> list[dict]:
         if name in out:
             continue
         out[name] = {"task": t["task"], "source": t["source"], "backbone": t.get("backbone", ""),
-                     "n_train": int(t.get("n_train", 0)), "seed": int(t.get("seed", 0)),
+                     # the events actually used (a request above the split size uses them all)
+                     "n_train": int(r.data.metrics.get("n_train_events", t.get("n_train", 0))),
+                     "seed": int(t.get("seed", 0)),
                      "metrics": dict(r.data.metrics), "run_id": r.info.run_id}
     return list(out.values())
 

@@ -14,7 +14,8 @@ class ModelConfig:
     headdim: int = 64  # P; n_heads = d_inner / headdim
     ngroups: int = 1  # groups sharing B and C (like GQA)
     d_conv: int = 4  # causal depthwise conv kernel width
-    chunk_size: int = 64  # SSD chunk length Q (chosen by measurement on CPU, see benchmarks/model.py)
+    chunk_size: int = 32  # SSD chunk length of the PyTorch scan (fastest on CPU: benchmarks/model.py)
+    fused_chunk_size: int = 256  # chunk length for mamba_ssm's fused kernels on GPU
     k: int = 10  # next nearest neighbours predicted per point: head outputs 3k
     n_freq: int = 10  # NeRF frequencies 2^0 ... 2^(n_freq-1)
     coord_dim: int = 3  # (r, phi, eta), normalised to [0, 1]

@@ -29,19 +29,21 @@ import torch.nn.functional as F
 MAX_CHUNKS_MATRIX = 64
 
 
-def _segsum_exp(a, masked=True):
-    """exp(segsum): a (..., T) log decays -> (..., T, T) with [i, j] = exp(a_{j+1} + ... + a_i)
-    for j <= i; above the diagonal 0 if masked, else 1 (cheaper, when the caller masks anyway).
+def _decay_t(a, masked=True):
+    """Transposed exp(segsum): a (..., T) log decays -> (..., T, T) with
+    [j, i] = exp(a_{j+1} + ... + a_i) for i >= j; for i < j 0 if masked, else 1 (cheaper,
+    for callers that mask anyway).
 
-    Summing each segment directly (a masked cumsum) rather than differencing a running cumsum
-    keeps strongly decaying heads accurate: cumsum[i] - cumsum[j] loses eps * |cumsum| to
-    rounding, which the fp32 tolerance against the recurrence does not allow.
+    Each segment is summed directly (a masked cumsum) rather than as cumsum[i] - cumsum[j],
+    which loses eps * |cumsum| to rounding in strongly decaying heads — more than the fp32
+    tolerance against the recurrence allows. Rows j are contiguous so the cumsum runs along
+    the last dimension (faster on CPU).
     """
     t = a.shape[-1]
-    strict = torch.ones(t, t, dtype=torch.bool, device=a.device).tril(-1)
-    seg = a.unsqueeze(-1).masked_fill(~strict, 0.0).cumsum(-2)
+    after = torch.ones(t, t, dtype=a.dtype, device=a.device).triu(1)  # [j, k] = 1 if k > j
+    seg = (a.unsqueeze(-2) * after).cumsum(-1)
     if masked:
-        seg = seg.masked_fill(strict.T, float("-inf"))
+        seg = seg.masked_fill(after.T.bool(), float("-inf"))
     return seg.exp()
 
 
@@ -82,13 +84,14 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=64, initial_state=None, return_final_
     Bc = B.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, Q, n)
     Cc = C.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)
 
-    # 1. diagonal blocks: (C B^T, causal, * decay) @ (x dt), per head.
-    decay = _segsum_exp(a, masked=False)  # (b, c, g, hg, Q, Q); 1 above the diagonal
-    scores = (Cc @ Bc.transpose(-1, -2)).tril()  # (b, c, g, 1, Q, Q), shared by a group's heads
-    y = (scores * decay) @ xdt  # (b, c, g, hg, Q, p)
+    # 1. diagonal blocks: y_i = sum_{j<=i} (C_i . B_j) decay[j, i] x_j dt_j per head, computed
+    # transposed ([source j, target i]) to match the layout of `_decay_t`.
+    decay = _decay_t(a, masked=False)  # (b, c, g, hg, Q, Q); 1 where i < j
+    scores = (Bc @ Cc.transpose(-1, -2)).triu()  # (b, c, g, 1, Q, Q), shared by a group's heads
+    y = (scores * decay).transpose(-1, -2) @ xdt  # (b, c, g, hg, Q, p)
 
     # 2. chunk states (n, p): (B decayed to the chunk end)^T @ (x dt).
-    decay_to_end = decay[..., -1, :].unsqueeze(-1)  # exp(a_{j+1} + ... + a_{Q-1})
+    decay_to_end = decay[..., -1:]  # [j] = exp(a_{j+1} + ... + a_{Q-1}), (b, c, g, hg, Q, 1)
     states = (Bc * decay_to_end).transpose(-1, -2) @ xdt  # (b, c, g, hg, n, p)
 
     # 3. states at the start of every chunk, and the final one.
@@ -100,8 +103,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=64, initial_state=None, return_final_
     if c <= MAX_CHUNKS_MATRIX:
         u = torch.cat([s0.unsqueeze(1), states], dim=1)  # (b, c+1, g, hg, n, p)
         u = u.permute(0, 2, 3, 1, 4, 5).reshape(b, g, hg, c + 1, n * p)
-        w = _segsum_exp(F.pad(chunk_decay.permute(0, 2, 3, 1), (1, 0)))  # (b, g, hg, c+1, c+1)
-        s = (w @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 2, 4, 5)  # (b, c+1, g, hg, n, p)
+        w = _decay_t(F.pad(chunk_decay.permute(0, 2, 3, 1), (1, 0)))  # (b, g, hg, c+1, c+1)
+        s = (w.transpose(-1, -2) @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 2, 4, 5)  # (b, c+1, g, hg, n, p)
         starts, final = s[:, :-1], s[:, -1]
     else:
         gate = chunk_decay.exp()[..., None, None]
@@ -112,7 +115,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=64, initial_state=None, return_final_
         starts, final = torch.stack(seq, dim=1), cur
 
     # 4. each chunk reads its starting state through C decayed to step i.
-    y = y + (Cc * a_cum.exp().unsqueeze(-1)) @ starts
+    c_decayed = (Cc * a_cum.exp().unsqueeze(-1)).reshape(-1, Q, n)
+    y = torch.baddbmm(y.reshape(-1, Q, p), c_decayed, starts.reshape(-1, n, p)).view(b, c, g, hg, Q, p)
 
     y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * Q, h, p)[:, :l]
     if return_final_state:

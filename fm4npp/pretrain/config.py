@@ -40,6 +40,7 @@ class PretrainConfig:
     ckpt_every: int = 100  # steps between checkpoints (and one at the end)
     keep_checkpoints: int = 2  # checkpoints kept on storage
     max_failures: int = 2  # worker-group restarts before the run fails
+    data_mode: str = "memory"  # "memory": exact, resumable order; "stream": data > memory
     difficulty_weighting: bool = True  # the paper's event-difficulty loss re-weighting
     max_points: int = -1  # cap on points per event (0 = none, -1 = serialization default)
     order: str = ""  # serialization order (raster, radial, ...; "" = serialization default)
@@ -103,6 +104,7 @@ class PretrainConfig:
             (self.batch_size % self.workers == 0, "batch_size must be divisible by workers"),
             (0.0 < self.data_fraction <= 1.0, "data_fraction must be in (0, 1]"),
             (self.mup in ("preset", "on", "off"), "mup must be one of preset/on/off"),
+            (self.data_mode in ("memory", "stream"), "data_mode must be memory or stream"),
             (min(self.val_every, self.log_every, self.ckpt_every) >= 1,
              "val_every, log_every and ckpt_every must be >= 1"),
         ]

@@ -1,10 +1,19 @@
 """The Ray Train per-worker pretraining loop.
 
-Data order is a pure function of (seed, step): every worker holds the serialized training
-events (sorted by event id) and step ``s`` uses positions ``s*B .. (s+1)*B-1`` of an endless
-sequence of seeded per-epoch permutations; rank r takes its slice of that global batch. So
-the events a step sees do not depend on the number of workers or on restarts, a checkpoint's
-data position is just its step, and resuming is exact.
+Two ways to feed it (``PretrainConfig.data_mode``):
+
+- "memory" (default; exact): every worker holds the serialized training events, sorted by
+  event id, and step ``s`` uses positions ``s*B .. (s+1)*B-1`` of an endless sequence of
+  seeded per-epoch permutations; rank r takes its slice of that global batch. The events a
+  step sees depend neither on the number of workers nor on restarts, the data position is
+  the step, and a resumed run repeats an uninterrupted one exactly.
+- "stream" (data larger than memory): each worker streams its own split of the training
+  set through the Ray Data pipeline, epoch after epoch (seeded shuffle per epoch); the data
+  position is (epoch, batches consumed in it) and a resumed worker skips what it consumed.
+  Exact only as far as Ray Data reproduces the same split and order.
+
+Counters (events, spacepoints D, FLOPs C) are summed over ranks at every report and carried
+in checkpoints.
 """
 
 from __future__ import annotations
@@ -46,24 +55,78 @@ def global_batch_indices(step: int, batch: int, n_events: int, seed: int) -> np.
 
 
 # -- helpers --------------------------------------------------------------------------------
-def consumed(steps: int, batch: int, seed: int, n_points: np.ndarray, event_flops: np.ndarray):
-    """(events, spacepoints D, FLOPs C) consumed by the first ``steps`` steps; whole epochs
-    use every event once, so only the last partial epoch is summed event by event."""
-    n = len(n_points)
-    total = steps * batch
-    full, rest = divmod(total, n)
-    idx = np.random.default_rng([seed, int(full)]).permutation(n)[:rest]
-    return (total, int(full * n_points.sum() + n_points[idx].sum()),
-            float(full * event_flops.sum() + event_flops[idx].sum()))
-
-
-def _materialize(shard) -> list[dict]:
-    """All serialized events of a Ray Data shard as event dicts, sorted by event id."""
+def _materialize(shard, limit: int = 0) -> list[dict]:
+    """Serialized events of a Ray Data shard (the first ``limit`` if > 0), sorted by id."""
     from fm4npp.data import pipeline
 
-    events = [pipeline.row_to_event(row) for row in shard.iter_rows()]
+    events = []
+    for row in shard.iter_rows():
+        events.append(pipeline.row_to_event(row))
+        if limit and len(events) >= limit:
+            break
     events.sort(key=lambda e: int(e["event_id"]))
     return events
+
+
+class MemorySource:
+    """Exact, world-size independent batches from the whole training split held in memory."""
+
+    def __init__(self, shard, cfg: PretrainConfig, rank: int, world: int):
+        self.events = _materialize(shard)
+        if not self.events:
+            raise ValueError(f"no training events in {cfg.data}")
+        self.cfg, self.rank, self.local = cfg, rank, cfg.batch_size // world
+
+    def batch(self, step: int) -> dict:
+        from fm4npp.data.pipeline import collate
+
+        gidx = global_batch_indices(step, self.cfg.batch_size, len(self.events), self.cfg.seed)
+        mine = gidx[self.rank * self.local : (self.rank + 1) * self.local]
+        return collate([self.events[i] for i in mine])
+
+    def position(self) -> dict:
+        return {}
+
+    def restore(self, position: dict) -> None:
+        pass
+
+
+class StreamSource:
+    """Batches streamed from this worker's split of the Ray Data pipeline, epoch after epoch
+    (a seeded local shuffle per epoch); the position is (epoch, batches consumed in it)."""
+
+    def __init__(self, shard, cfg: PretrainConfig, world: int):
+        self.shard, self.seed, self.local = shard, cfg.seed, cfg.batch_size // world
+        self.epoch, self.index, self._it = 0, 0, None
+
+    def _batches(self):
+        from fm4npp.data.pipeline import collate
+
+        while True:
+            skip, n = self.index, 0
+            for batch in self.shard.iter_batches(batch_size=self.local, drop_last=True,
+                                                 batch_format="numpy",
+                                                 local_shuffle_buffer_size=4 * self.local,
+                                                 local_shuffle_seed=self.seed + self.epoch):
+                n += 1
+                if n <= skip:
+                    continue  # consumed before the checkpoint we resumed from
+                self.index = n
+                yield collate(batch)
+            if n == 0:
+                raise ValueError("a worker's share of the training split is smaller than its batch")
+            self.epoch, self.index = self.epoch + 1, 0
+
+    def batch(self, step: int) -> dict:
+        if self._it is None:
+            self._it = self._batches()
+        return next(self._it)
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def restore(self, position: dict) -> None:
+        self.epoch, self.index = int(position.get("epoch", 0)), int(position.get("index", 0))
 
 
 def _allreduce_sum(values: list[float], device) -> list[float]:
@@ -156,7 +219,7 @@ def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra) ->
     state = {k: v.detach().cpu().contiguous() for k, v in raw_model.state_dict().items()}
     save_file(state, os.path.join(d, MODEL_FILE))
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                "data_position": step, "rng": _rng_state(), "config": cfg_dict,
+                "rng": _rng_state(), "config": cfg_dict,
                 "bins_hash": bins_hash, **extra}, os.path.join(d, STATE_FILE))
     return d
 
@@ -170,17 +233,19 @@ def load_train_state(ckpt_dir: str) -> dict:
 
 # -- the loop -------------------------------------------------------------------------------
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train worker function. ``config``: {"pretrain": PretrainConfig dict (resolved),
-    "bins_hash": str}. Reports metrics every ``log_every`` steps, validates every
-    ``val_every``, checkpoints every ``ckpt_every`` (all also at the last step)."""
+    """Ray Train worker function. ``config``: {"pretrain": resolved PretrainConfig dict,
+    "bins_hash": str}. Reports metrics every
+    ``log_every`` steps, validates every ``val_every``, checkpoints every ``ckpt_every`` (all
+    three also at the last step)."""
     import contextlib
+    import functools
+    import shutil
 
     import ray.train
     import ray.train.torch
     import torch
     from safetensors.torch import load_file
 
-    from fm4npp.data.pipeline import collate
     from fm4npp.model.backbone import FM4NPP
     from fm4npp.model.flops import flops_per_token
     from fm4npp.pretrain.loss import pretrain_loss
@@ -190,10 +255,9 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
-    on_gpu = device.type == "cuda"
 
     def autocast():
-        if on_gpu:
+        if device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -201,30 +265,28 @@ def train_loop_per_worker(config: dict) -> None:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    train_events = _materialize(ray.train.get_dataset_shard("train"))
-    val_events = _materialize(ray.train.get_dataset_shard("val"))
-    if cfg.val_events:
-        val_events = val_events[: cfg.val_events]
-    if not train_events or not val_events:
-        raise ValueError(f"empty split: {len(train_events)} train / {len(val_events)} val events "
-                         f"in {cfg.data}")
-    n_points = np.array([len(e["coords"]) for e in train_events], dtype=np.int64)
-    k = int(train_events[0]["targets"].shape[1])
+    train_shard = ray.train.get_dataset_shard("train")
+    source = (StreamSource(train_shard, cfg, world) if cfg.data_mode == "stream"
+              else MemorySource(train_shard, cfg, rank, world))
+    val_events = _materialize(ray.train.get_dataset_shard("val"), cfg.val_events)
+    if not val_events:
+        raise ValueError(f"no validation events in {cfg.data}")
 
-    mcfg = model_config_for(cfg, k)
+    mcfg = model_config_for(cfg, val_events[0]["targets"].shape[1])  # the data's k
     raw_model = FM4NPP(mcfg)
     n_params = int(raw_model.num_params())
-    # FLOPs of the real (unpadded) points of each event: forward + backward
-    event_flops = np.array([flops_per_token(mcfg, int(n)) * int(n) for n in n_points],
-                           dtype=np.float64)
+
+    @functools.lru_cache(maxsize=None)
+    def event_flops(n: int) -> float:  # forward + backward FLOPs of an event's real points
+        return float(flops_per_token(mcfg, n)) * n
 
     opt = torch.optim.AdamW(_param_groups(raw_model, cfg.lr, cfg.weight_decay), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
 
-    start = 0
-    resumed_from = final_metrics = None
+    start, last_metrics, resumed = 0, None, False
+    counters = {"events": 0, "spacepoints_D": 0, "flops_C": 0.0}
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -237,27 +299,23 @@ def train_loop_per_worker(config: dict) -> None:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             _set_rng_state(state["rng"])
-            start = int(state["step"])
-            resumed_from = ckpt.path
-            final_metrics = state.get("metrics")
+            source.restore(state["data_position"])
+            counters = dict(state["counters"])
+            start, last_metrics, resumed = int(state["step"]), state.get("metrics"), True
     raw_model.to(device)
-    model = ray.train.torch.prepare_model(raw_model, move_to_device=device) if world > 1 \
-        else raw_model
+    model = (ray.train.torch.prepare_model(raw_model, move_to_device=device) if world > 1
+             else raw_model)
     model.train()
 
-    local_batch = cfg.batch_size // world
-    val_bs = max(local_batch, 1)
-    baseline = evaluate(None, val_events, val_bs, rank, world, device, autocast, trivial=True)
-
-    events_seen, points_seen, flops_seen = consumed(start, cfg.batch_size, cfg.seed,
-                                                    n_points, event_flops)
-    loss_sum, loss_n, tokens_window, t_window = 0.0, 0, 0, time.perf_counter()
-    grad_norm = float("nan")
-    fault_marker = Path(cfg.storage_path) / cfg.run_name / ".fault_injected"
-
     if start >= cfg.steps:  # finished before: report its last metrics again, train nothing
-        ray.train.report(dict(final_metrics or {"step": start}), checkpoint=None)
+        ray.train.report(dict(last_metrics or {"step": start}), checkpoint=None)
         return
+
+    val_bs = max(cfg.batch_size // world, 1)
+    baseline = evaluate(None, val_events, val_bs, rank, world, device, autocast, trivial=True)
+    window = {"loss": 0.0, "steps": 0, "events": 0, "points": 0, "flops": 0.0}
+    t_window = time.perf_counter()
+    fault_marker = Path(cfg.storage_path) / cfg.run_name / ".fault_injected"
 
     for step in range(start, cfg.steps):
         if cfg.fault_at_step and step == cfg.fault_at_step and rank == 0 \
@@ -270,9 +328,7 @@ def train_loop_per_worker(config: dict) -> None:
             fault_marker.write_text(str(step))
             os.kill(os.getpid(), signal.SIGKILL)  # a worker dying mid-run, for the test
 
-        gidx = global_batch_indices(step, cfg.batch_size, len(train_events), cfg.seed)
-        lidx = gidx[rank * local_batch : (rank + 1) * local_batch]
-        b = {k_: v.to(device) for k_, v in collate([train_events[i] for i in lidx]).items()}
+        b = {k: v.to(device) for k, v in source.batch(step).items()}
         with autocast():
             preds = model(b["coords"], b["energy"], b["mask"])
         loss = pretrain_loss(preds, b["targets"], b["target_mask"],
@@ -283,12 +339,12 @@ def train_loop_per_worker(config: dict) -> None:
         opt.step()
         sched.step()
 
-        events_seen += len(gidx)
-        points_seen += int(n_points[gidx].sum())
-        flops_seen += float(event_flops[gidx].sum())
-        tokens_window += int(n_points[gidx].sum())
-        loss_sum += float(loss.detach())
-        loss_n += 1
+        lengths = b["mask"].sum(1).tolist()
+        window["loss"] += float(loss.detach())
+        window["steps"] += 1
+        window["events"] += len(lengths)
+        window["points"] += sum(lengths)
+        window["flops"] += sum(event_flops(int(n)) for n in lengths)
 
         done = step + 1
         last = done == cfg.steps
@@ -297,34 +353,34 @@ def train_loop_per_worker(config: dict) -> None:
         if not (done % cfg.log_every == 0 or do_val or do_ckpt):
             continue
 
-        loss_sum_all, loss_n_all = _allreduce_sum([loss_sum, loss_n], device)
-        elapsed = time.perf_counter() - t_window
+        keys = list(window)
+        summed = dict(zip(keys, _allreduce_sum([window[k] for k in keys], device)))
+        counters["events"] += int(summed["events"])
+        counters["spacepoints_D"] += int(summed["points"])
+        counters["flops_C"] += summed["flops"]
         metrics = {
             "step": done,
-            "train_loss": loss_sum_all / max(loss_n_all, 1),
+            "train_loss": summed["loss"] / max(summed["steps"], 1),  # mean of rank means
             "lr": cfg.lr * lr_lambda(step, cfg.warmup, cfg.steps, cfg.min_lr_ratio),
-            "grad_norm": grad_norm,
-            "events": events_seen,
-            "spacepoints_D": points_seen,
-            "flops_C": flops_seen,
+            "grad_norm": grad_norm,  # before clipping, after DDP's all-reduce
+            **counters,
             "params_N": n_params,
-            "tokens_per_s": tokens_window / max(elapsed, 1e-9),
+            "tokens_per_s": summed["points"] / max(time.perf_counter() - t_window, 1e-9),
             "val_baseline_mse": baseline,
         }
         if do_val:
             metrics["val_mse"] = evaluate(model, val_events, val_bs, rank, world, device, autocast)
-        if resumed_from is not None:
+        if resumed:
             metrics["resumed_at_step"] = start
-            resumed_from = None
-        checkpoint = None
-        tmp = None
+            resumed = False
+        checkpoint = tmp = None
         if do_ckpt and rank == 0:
             tmp = _save_checkpoint(raw_model, opt, sched, done, config["pretrain"], bins_hash,
-                                   {"metrics": metrics})
+                                   {"metrics": metrics, "counters": dict(counters),
+                                    "data_position": source.position()})
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
         if tmp is not None:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
-        loss_sum, loss_n, tokens_window, t_window = 0.0, 0, 0, time.perf_counter()
+        window = dict.fromkeys(window, 0)
+        t_window = time.perf_counter()

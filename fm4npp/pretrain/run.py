@@ -86,15 +86,20 @@ def bins_hash(cfg: PretrainConfig) -> str:
 
 
 def build_datasets(cfg: PretrainConfig) -> dict:
-    """{"train", "val"} Ray Datasets of serialized events, materialized once on the driver
-    so that every worker reads them without serializing again."""
+    """{"train", "val"} Ray Datasets of serialized events. Validation (capped at
+    ``val_events``) is materialized once on the driver; so is the training split in "memory"
+    mode (every worker reads it without serializing again); "stream" mode streams it."""
     from fm4npp.data import pipeline
     from fm4npp.serialize import bins as bins_mod
 
     bins = bins_mod.load_bins(cfg.bins)
     pcfg = pipeline_config(cfg, bins)
-    return {split: pipeline.serialized_dataset(cfg.data, split, pcfg, bins).materialize()
-            for split in ("train", "val")}
+    train = pipeline.serialized_dataset(cfg.data, "train", pcfg, bins)
+    val = pipeline.serialized_dataset(cfg.data, "val", pcfg, bins)
+    if cfg.val_events:
+        val = val.limit(cfg.val_events)
+    return {"train": train.materialize() if cfg.data_mode == "memory" else train,
+            "val": val.materialize()}
 
 
 # -- trainer --------------------------------------------------------------------------------
@@ -106,8 +111,7 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
 
     from fm4npp.pretrain.loop import train_loop_per_worker
 
-    if not cfg.run_name:
-        cfg = cfg.resolved()
+    cfg = cfg.resolved()
     bins_hash_ = bins_hash_ or bins_hash(cfg)
     res = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
@@ -126,8 +130,10 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
             callbacks=list(callbacks or []),
         ),
         datasets=datasets if datasets is not None else build_datasets(cfg),
-        # every worker sees the whole (small, materialized) split; loop.py picks its slice
-        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+        # "memory": every worker sees the whole materialized split and picks its slice of each
+        # global batch (loop.py); "stream": Ray Data splits the training set between workers
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"] if cfg.data_mode == "stream" else []),
     )
 
 

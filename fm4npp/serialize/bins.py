@@ -22,6 +22,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,13 @@ class Bins:
     """Parsed bins file. Edges are in normalised units; outer edges are -inf/+inf in effect
     (points outside the fitted range fall in the first/last bin)."""
 
-    content: dict
+    content: dict  # treated as immutable: derived values below are cached
 
-    @property
+    @cached_property
     def hash(self) -> str:
         return content_hash(self.content)
 
-    @property
+    @cached_property
     def ranges(self) -> dict:
         return {key: tuple(v) for key, v in self.content["ranges"].items()}
 
@@ -65,7 +66,7 @@ class Bins:
     def snap_r_tol_cm(self) -> float:
         return float(self.content["geometry"]["snap_r_tol_cm"])
 
-    @property
+    @cached_property
     def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(r_edges, eta_edges, phi_edges) including the outer edges."""
         e = self.content["edges"]

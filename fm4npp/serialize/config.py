@@ -77,6 +77,7 @@ class PipelineConfig:
     drop_last: bool = False
     num_actors: int = 1  # serialization actors (ActorPoolStrategy size)
     actor_num_cpus: float = 0.25  # fractional: leaves CPUs for Train/Tune on small machines
+    read_num_cpus: float = 0.25  # per Parquet read task (Ray's default 1 can starve a 2-CPU box)
     map_batch_size: int = 32  # events handed to an actor at a time
 
     def __post_init__(self) -> None:
