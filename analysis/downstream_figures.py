@@ -3,6 +3,7 @@
     python analysis/downstream_figures.py fig6 --study downstream-model-size --out figures/ds
     python analysis/downstream_figures.py fig7 --study downstream-data-efficiency --out figures/ds
     python analysis/downstream_figures.py fig8 --adapter ADAPTER_DIR --out figures/ds [--event 0]
+    python analysis/downstream_figures.py table --study downstream-model-size
 
 fig6: each task's score vs the frozen backbone's parameter count (log x), AdapterOnly dashed.
 fig7: tracking ARI (or the study's task score) vs labelled training events (log x), one curve per
@@ -10,6 +11,7 @@ fig7: tracking ARI (or the study's task score) vs labelled training events (log 
       the FM adapter needs to match AdapterOnly's best) is printed, drawn and written to JSON.
 fig8: one test event's spacepoints, PCA and t-SNE of the raw FM features (layer mix) and of the
       same points after the adapter's single linear map, coloured by truth track.
+table: the study's Table-2-style table (largest training set per row).
 Every figure is written as PNG and PDF (plus a JSON of the plotted numbers) to --out.
 """
 
@@ -209,12 +211,24 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--study", required=True)
         s.add_argument("--out", required=True)
         s.add_argument("--metric", default="", help="metric to plot (default: the task's primary)")
+    s = sub.add_parser("table", help="Table-2-style table of a study's cells")
+    s.add_argument("--study", required=True)
+    s.add_argument("--out", default="", help="also write the table as text here")
     s = sub.add_parser("fig8")
     s.add_argument("--adapter", required=True, help="`fm4npp finetune --task tracking --source fm --out` dir")
     s.add_argument("--out", required=True)
     s.add_argument("--event", type=int, default=0, help="index of the test event")
     s.add_argument("--data", default="")
     a = ap.parse_args(argv)
+    if a.fig == "table":
+        from fm4npp.downstream.studies import study_table
+
+        text = study_table(a.study)
+        print(text)
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(text + "\n")
+        return 0
     out = Path(a.out)
     if a.fig == "fig6":
         fig6(a.study, out, None if not a.metric else {t: a.metric for t in ("tracking", "pid", "noise")})

@@ -198,7 +198,7 @@ class ChinchillaFit:
     B: float
     alpha: float
     beta: float
-    loss: float  # mean Huber loss on log residuals at the optimum
+    loss: float  # mean Huber loss on log residuals at the optimum, in units of delta^2
     converged: bool
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -234,8 +234,10 @@ def _chinchilla_objective(theta, ln_n, ln_d, ln_y, delta):
     w = softmax(terms, axis=1) * g[:, None]
     grad = np.array([w[:, 0].sum(), w[:, 1].sum(), w[:, 2].sum(),
                      -(w[:, 0] * ln_n).sum(), -(w[:, 1] * ln_d).sum()])
-    m = ln_n.size
-    return val.sum() / m, grad / m
+    # scaled by 1/delta^2 so the objective is O(1) near the optimum: L-BFGS-B's ftol test is
+    # relative to max(|f|, 1), and an unscaled Huber sum (~1e-6) would never meet it
+    scale = 1.0 / (ln_n.size * delta**2)
+    return val.sum() * scale, grad * scale
 
 
 def fit_chinchilla(n, d, y, delta: float = HUBER_DELTA, starts=None) -> ChinchillaFit:
@@ -261,7 +263,7 @@ def fit_chinchilla(n, d, y, delta: float = HUBER_DELTA, starts=None) -> Chinchil
         res = minimize(_chinchilla_objective, np.asarray(s, float), jac=True,
                        args=(ln_n, ln_d, ln_y, delta), method="L-BFGS-B",
                        bounds=[(None, None)] * 3 + [(0.0, 5.0)] * 2,
-                       options={"maxiter": 2000, "gtol": 1e-12, "ftol": 1e-15})
+                       options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-13})
         if best is None or res.fun < best.fun:
             best = res
     a, b, e, alpha, beta = best.x

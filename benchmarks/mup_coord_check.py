@@ -91,6 +91,8 @@ def plot(result, path):
         for act in ACTS:
             ys = result["curves"][v][act]
             ax.loglog(result["widths"], ys, "o-", label=f"{act} (slope {result['slopes'][v][act]:+.2f})")
+        ax.set_xticks(result["widths"], [str(w) for w in result["widths"]])
+        ax.minorticks_off()
         ax.set_title(v)
         ax.set_xlabel("width d_model")
         ax.grid(True, which="both", alpha=0.3)
@@ -105,7 +107,7 @@ def plot(result, path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer widths and one seed")
-    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--steps", type=int, default=4)
     args = ap.parse_args(argv)
 

@@ -7,6 +7,8 @@ Ray run starts its actor pool inside the timed region (what a training job pays)
 start-up (ray.init) is reported separately. Overhead ratio = Ray wall time / plain wall time
 (target <= 1.5 on 2 cores; with 2 actors it can be < 1). Ray workers run at the plain
 loop's priority (RAY_worker_niceness=0; Ray's default 15 skews the result on a busy machine).
+Also reported: CPU seconds used by each path (all Ray processes included), whose ratio does
+not depend on other load on the machine; wall times do.
 
     python benchmarks/pipeline.py [--quick] [--data DIR] [--actors N]
 
@@ -44,6 +46,99 @@ def make_data(n_events: int, data: str | None) -> Path:
     return out
 
 
+def _proc_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (ppid, start time, CPU seconds) from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after "pid (comm)": state ppid ... utime(12th) stime(13th) ... starttime(20th)
+        table[int(entry)] = (int(fields[1]), fields[19], (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def _kind(pid: int) -> str:
+    """driver / serialize-actor / ray-task (reads, repartition) / ray-daemon (raylet, GCS,
+    agents) / other, from the process command line."""
+    if pid == os.getpid():
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if "SerializeBatch" in cmd or "MapWorker" in cmd:
+        return "serialize_actor"
+    if any(d in cmd.lower() for d in ("raylet", "gcs_server", "agent", "monitor", "dashboard")):
+        return "ray_daemon"
+    if "default_worker.py" in cmd or cmd.startswith("ray::"):
+        return "ray_worker_other"
+    return "other"
+
+
+class CpuMeter:
+    """CPU seconds used by this process and all its descendants (Ray's raylet, GCS and
+    workers when this process started Ray), sampled in a thread so that workers which exit
+    mid-run still count. Unlike wall time, it does not depend on how busy the machine is."""
+
+    def __init__(self, interval: float = 0.1):
+        import threading
+
+        self.interval = interval
+        self.seen: dict[tuple[int, str], float] = {}
+        self.kind: dict[tuple[int, str], str] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        table = _proc_table()
+        mine, frontier = {os.getpid()}, [os.getpid()]
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        while frontier:
+            for child in children.get(frontier.pop(), []):
+                if child not in mine:
+                    mine.add(child)
+                    frontier.append(child)
+        for pid in mine:
+            if pid in table:
+                _, start, cpu = table[pid]
+                self.seen[(pid, start)] = cpu
+                if (pid, start) not in self.kind:
+                    self.kind[(pid, start)] = _kind(pid)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self._sample()
+
+    def total(self) -> float:
+        self._sample()
+        return sum(self.seen.values())
+
+    def __enter__(self):
+        self.start = self.total()
+        self.before = dict(self.seen)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.used = self.total() - self.start
+        self.by_kind: dict[str, float] = {}
+        for key, cpu in self.seen.items():
+            kind = self.kind.get(key, "other")
+            self.by_kind[kind] = self.by_kind.get(kind, 0.0) + cpu - self.before.get(key, 0.0)
+        self.by_kind = {k: round(v, 2) for k, v in sorted(self.by_kind.items())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer events")
@@ -65,10 +160,11 @@ def main() -> int:
     cfg = PipelineConfig(batch_size=8, shuffle_seed=None, num_actors=args.actors,
                          actor_num_cpus=1.0 / args.actors, map_batch_size=16)
 
-    t0 = time.perf_counter()
-    events = pipeline.load_serialized(data, "train", cfg.serialize, bins, cfg)
-    plain_batches = sum(1 for _ in pipeline.plain_batches(events, cfg))
-    t_plain = time.perf_counter() - t0
+    with CpuMeter() as plain_cpu:
+        t0 = time.perf_counter()
+        events = pipeline.load_serialized(data, "train", cfg.serialize, bins, cfg)
+        plain_batches = sum(1 for _ in pipeline.plain_batches(events, cfg))
+        t_plain = time.perf_counter() - t0
 
     # Ray starts its workers at niceness 15; on a shared, busy box that alone would starve
     # them against this nice-0 plain loop. Same priority for both = a fair comparison.
@@ -78,12 +174,15 @@ def main() -> int:
     t_init = time.perf_counter() - t0
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        times = []
+        times, cpus = [], []
         for _ in range(2):  # the second run shows the steady cost (Ray workers already up)
-            t0 = time.perf_counter()
-            ds = pipeline.build_dataset(data, "train", cfg, bins)
-            ray_batches = sum(1 for _ in pipeline.torch_batches(ds, cfg))
-            times.append(time.perf_counter() - t0)
+            with CpuMeter() as meter:
+                t0 = time.perf_counter()
+                ds = pipeline.build_dataset(data, "train", cfg, bins)
+                ray_batches = sum(1 for _ in pipeline.torch_batches(ds, cfg))
+                times.append(time.perf_counter() - t0)
+            cpus.append(meter.used)
+            ray_kinds = meter.by_kind
     finally:
         ray.shutdown()
 
@@ -103,6 +202,11 @@ def main() -> int:
         "ray_events_per_s": round(n_train / min(times), 1),
         "overhead_ratio_first": round(times[0] / t_plain, 3),
         "overhead_ratio": round(min(times) / t_plain, 3),
+        "plain_cpu_s": round(plain_cpu.used, 2),
+        "ray_cpu_s_first": round(cpus[0], 2),
+        "ray_cpu_s_second": round(cpus[1], 2),
+        "cpu_overhead_ratio": round(min(cpus) / plain_cpu.used, 3),
+        "ray_cpu_by_process_second": ray_kinds,
         "target_ratio": 1.5,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }

@@ -153,6 +153,10 @@ def test_studies_figures_and_resume(tmp_path, data_dir, backbone_dir, monkeypatc
                     "--n-train", "8", "--name", "ms"] + fast) == 0
     d6 = figs.fig6("ms", tmp_path / "figs")
     assert d6["pid"]["fm"][0]["backbone"] == "w8" and d6["pid"]["adapter_only"] is not None
+    from fm4npp.downstream.studies import study_table
+
+    table = study_table("ms")
+    assert "FM4NPP(w8)" in table and "AdapterOnly" in table and "PID" in table
     # Figure 8 from a tracking adapter on frozen features
     from fm4npp.cli import main
 

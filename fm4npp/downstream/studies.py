@@ -7,13 +7,15 @@ another in this process: adapters on cached frozen features are small, and on a 
 a process pool would only contend. A rerun skips cells whose child run FINISHED (resume).
 
 Events are loaded once per serialization (bins hash) and shared by every cell, so all rows of
-a figure are scored on the same test events.
+a figure are scored on the same test events. With ``out`` set in the base config, every cell's
+adapter and result.json are also saved under ``<out>/<cell key>`` (e.g. for Figure 8).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 from fm4npp.downstream.config import FinetuneConfig
@@ -80,7 +82,8 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
             log(f"loaded {[len(v) for v in data_cache[dkey].values()]} train/val/test events "
                 f"({time.time() - t0:.0f} s)")
         cfg = dataclasses.replace(base, task=cell.task, source=cell.source, backbone=cell.backbone,
-                                  n_train_events=cell.n_train, seed=cell.seed, experiment="", out="")
+                                  n_train_events=cell.n_train, seed=cell.seed, experiment="",
+                                  out=str(Path(base.out) / cell.key) if base.out else "")
         log(f"[{i + 1}/{len(cells)}] {cell.key}")
         run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_id, experiment=experiment,
                                 tags={"study": study, "task": cell.task, "source": cell.source,
@@ -152,3 +155,21 @@ def label_saving_factor(n_fm, score_fm, n_base, score_base) -> dict:
             out.update(n_fm=n, factor=n_star / n)
             return out
     return out
+
+
+def study_table(study: str, experiment: str = EXPERIMENT, n_train: int | None = None) -> str:
+    """Table-2-style text of a study's finished cells (largest n_train per row by default)."""
+    from fm4npp.downstream.train import format_table
+
+    rows = {}
+    for c in load_study_cells(study, experiment):
+        if n_train is not None and c["n_train"] != n_train:
+            continue
+        key = (c["task"], c["source"], c["backbone"])
+        if key not in rows or c["n_train"] > rows[key]["n_train_events"]:
+            m = c["metrics"]
+            rows[key] = {"task": c["task"], "source": c["source"], "backbone": c["backbone"],
+                         "trainable_params": m.get("trainable_params", float("nan")),
+                         "n_train_events": c["n_train"], "metrics": m}
+    order = {"tracking": 0, "pid": 1, "noise": 2}
+    return format_table(sorted(rows.values(), key=lambda r: (order[r["task"]], r["source"] != "fm", r["backbone"])))

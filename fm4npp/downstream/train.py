@@ -421,7 +421,8 @@ def format_table(results: Sequence[dict]) -> str:
 
 
 def _label(r: dict) -> str:
-    return {"fm": "FM4NPP", "raw": "AdapterOnly", "scratch": "FromScratch"}.get(r["source"], r["source"])
+    name = {"fm": "FM4NPP", "raw": "AdapterOnly", "scratch": "FromScratch"}.get(r["source"], r["source"])
+    return f"{name}({r['backbone']})" if r["source"] == "fm" and r.get("backbone") and "/" not in r["backbone"] else name
 
 
 def _params(r: dict) -> str:

@@ -58,7 +58,7 @@ def _check_shapes(x, dt, A, B, C):
     return b, l, h, p, g, n
 
 
-def ssd_chunked(x, dt, A, B, C, chunk_size=64, initial_state=None, return_final_state=False):
+def ssd_chunked(x, dt, A, B, C, chunk_size=32, initial_state=None, return_final_state=False):
     """Chunked SSD scan. Any length l (padded to a multiple of chunk_size inside).
 
     Returns y (b, l, h, p), and the state after the last step (b, h, p, n) if
