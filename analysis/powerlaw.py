@@ -240,11 +240,31 @@ def _chinchilla_objective(theta, ln_n, ln_d, ln_y, delta):
     return val.sum() * scale, grad * scale
 
 
+def _chinchilla_starts(ln_n, ln_d, y) -> list[tuple]:
+    """Starting points: the variable-projection least-squares optimum (for each (alpha,
+    beta) on a grid, E, A, B >= 0 by NNLS on relative residuals) plus a coarse grid."""
+    n_, d_ = np.exp(ln_n), np.exp(ln_d)
+    best = (np.inf, None)
+    for al in np.geomspace(0.05, 2.0, 20):
+        for be in np.geomspace(0.05, 2.0, 20):
+            design = np.stack([np.ones_like(y), n_**-al, d_**-be], axis=1) / y[:, None]
+            coef, rnorm = nnls(design, np.ones_like(y))
+            if rnorm < best[0]:
+                best = (rnorm, (coef, al, be))
+    (e, a, b), al, be = best[1]
+    tiny = 1e-6 * float(y.min())  # a zero coefficient has no log; start just above it
+    starts = [(np.log(max(a, tiny)), np.log(max(b, tiny)), np.log(max(e, tiny)), al, be)]
+    base = float(np.log(np.median(y)))
+    starts += [(base - 1.0, base - 1.0, float(np.log(y.min())) - 1.0, al_, be_)
+               for al_ in (0.2, 0.6, 1.2) for be_ in (0.2, 0.6, 1.2)]
+    return starts
+
+
 def fit_chinchilla(n, d, y, delta: float = HUBER_DELTA, starts=None) -> ChinchillaFit:
     """Hoffmann et al. approach 3, with N and D rescaled by their geometric means inside.
 
-    The default start grid covers exponents 0.2..1.2 and coefficients spanning two decades
-    around the observed loss; the best of all L-BFGS runs wins.
+    Starts: the variable-projection least-squares solution and a 3x3 grid of exponents; the
+    best of all L-BFGS runs wins (`converged` says whether that run met its tolerances).
     """
     n, y1 = _as_xy(n, y)
     d, y = _as_xy(d, y)
@@ -253,11 +273,7 @@ def fit_chinchilla(n, d, y, delta: float = HUBER_DELTA, starts=None) -> Chinchil
     n0, d0 = float(np.exp(np.log(n).mean())), float(np.exp(np.log(d).mean()))
     ln_n, ln_d, ln_y = np.log(n / n0), np.log(d / d0), np.log(y)
     if starts is None:
-        base = float(np.log(y.min()))
-        coef = base + np.array([-3.0, -1.0, 1.0])
-        exps = np.array([0.2, 0.6, 1.2])
-        starts = [(a, b, e, al, be) for a in coef for b in coef
-                  for e in base + np.array([-2.0, -0.3]) for al in exps for be in exps]
+        starts = _chinchilla_starts(ln_n, ln_d, y)
     best = None
     for s in starts:
         res = minimize(_chinchilla_objective, np.asarray(s, float), jac=True,

@@ -175,8 +175,16 @@ def main(argv=None) -> int:
         "targets": {"m2_flops_utilisation": 0.20, "scan_speedup": 20.0},
         "seconds": round(time.time() - t0, 1),
     }
-    result["meets_targets"] = (result["m2_flops_utilisation"] >= 0.20
-                               and min(result["scan_speedup"], result["scan_speedup_forward"]) >= 20)
+    # Wall-clock ratios suffer when other jobs share the cores (a 1-2 s training step is
+    # preempted, a 0.2 s matmul is not); the CPU-time ratios are the work itself.
+    result["checks"] = {
+        "m2_flops_utilisation_wall>=0.20": result["m2_flops_utilisation"] >= 0.20,
+        "m2_flops_utilisation_cpu>=0.20": result["m2_flops_utilisation_cpu"] >= 0.20,
+        "scan_speedup_train_wall>=20": scan["forward_backward"]["speedup"] >= 20,
+        "scan_speedup_train_cpu>=20": scan["forward_backward"]["cpu_speedup"] >= 20,
+        "scan_speedup_forward_wall>=20": scan["forward"]["speedup"] >= 20,
+        "scan_speedup_forward_cpu>=20": scan["forward"]["cpu_speedup"] >= 20,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "model.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

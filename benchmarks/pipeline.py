@@ -75,10 +75,12 @@ def _kind(pid: int) -> str:
         return "other"
     if "SerializeBatch" in cmd or "MapWorker" in cmd:
         return "serialize_actor"
-    if any(d in cmd.lower() for d in ("raylet", "gcs_server", "agent", "monitor", "dashboard")):
+    if cmd.startswith("ray::") and "Agent" in cmd:
         return "ray_daemon"
     if "default_worker.py" in cmd or cmd.startswith("ray::"):
         return "ray_worker_other"
+    if any(d in cmd for d in ("raylet", "gcs_server", "monitor.py", "log_monitor", "dashboard")):
+        return "ray_daemon"
     return "other"
 
 
@@ -111,8 +113,7 @@ class CpuMeter:
             if pid in table:
                 _, start, cpu = table[pid]
                 self.seen[(pid, start)] = cpu
-                if (pid, start) not in self.kind:
-                    self.kind[(pid, start)] = _kind(pid)
+                self.kind[(pid, start)] = _kind(pid)  # Ray retitles workers: last one wins
 
     def _run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -144,6 +145,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer events")
     ap.add_argument("--data", help="data set directory (default: toy events under /tmp)")
     ap.add_argument("--actors", type=int, default=2, help="serialization actors")
+    ap.add_argument("--events", type=int, help="toy events to write (default 800, quick 240)")
     args = ap.parse_args()
 
     import ray
@@ -153,7 +155,7 @@ def main() -> int:
     from fm4npp.serialize.bins import load_bins
     from fm4npp.serialize.config import PipelineConfig
 
-    n_events = 240 if args.quick else 800
+    n_events = args.events or (240 if args.quick else 800)
     data = make_data(n_events, args.data)
     bins = load_bins(data / "bins.json")
     # Logical CPUs: the actors may not take both, or the read tasks never get scheduled.

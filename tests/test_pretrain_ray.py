@@ -146,10 +146,13 @@ def test_refuses_missing_or_changed_bins(data_dir, tmp_path, mlflow_db):
 def test_stream_mode_splits_data_and_recovers(shared, data_dir):
     """Data larger than memory: each worker streams its split; a killed worker's replacement
     skips the batches consumed before the checkpoint and the run finishes."""
-    from fm4npp.pretrain.run import build_datasets, run_pretraining
+    from fm4npp.pretrain.run import RefusedError, build_datasets, run_pretraining
 
+    with pytest.raises(RefusedError, match="needs 2.25 CPUs"):  # would wait forever on 2 CPUs
+        run_pretraining(_cfg(data_dir, shared["tmp"], run_name="s0", data_mode="stream",
+                             workers=2), datasets={})
     cfg = _cfg(data_dir, shared["tmp"], run_name="stream", data_mode="stream", workers=2,
-               steps=4, ckpt_every=2, val_every=4, fault_at_step=3, max_failures=1)
+               cpus_per_worker=0.25, steps=4, ckpt_every=2, val_every=4, fault_at_step=3, max_failures=1)
     out = run_pretraining(cfg, datasets=build_datasets(cfg.resolved()))
     assert out["steps"] == 4 and out["events"] == 4 * cfg.batch_size
     assert np.isfinite(out["val_mse"]) and out["D"] > 0

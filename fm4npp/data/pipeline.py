@@ -93,7 +93,10 @@ def iter_split_events(data_dir, split: str, cfg: PipelineConfig, columns=READ_CO
 
 def load_serialized(data_dir, split: str, serialize_cfg: SerializeConfig, bins: Bins,
                     pipeline_cfg: PipelineConfig | None = None, stats: Counter | None = None) -> list[dict]:
-    """All serialized events of a split, in file order (skipped/dropped events counted in stats)."""
+    """All serialized events of a split, in file order (skipped/dropped events counted in stats).
+
+    `pipeline_cfg` supplies the split fractions, salt and data fraction; serialization uses
+    `serialize_cfg` (not pipeline_cfg.serialize)."""
     pcfg = pipeline_cfg if pipeline_cfg is not None else PipelineConfig(serialize=serialize_cfg)
     check_compatible(bins, serialize_cfg)
     out = []

@@ -113,6 +113,8 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
 
     cfg = cfg.resolved()
     bins_hash_ = bins_hash_ or bins_hash(cfg)
+    if cfg.data_mode == "stream":
+        _check_stream_fits(cfg)
     res = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         res["GPU"] = 1
@@ -135,6 +137,26 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
         dataset_config=ray.train.DataConfig(
             datasets_to_split=["train"] if cfg.data_mode == "stream" else []),
     )
+
+
+def _check_stream_fits(cfg: PretrainConfig) -> None:
+    """Streaming runs Ray Data (Parquet reads at 1 CPU each, serialization actors) next to the
+    training workers; if the workers leave less than that, Ray waits forever. Refuse instead."""
+    import ray
+
+    from fm4npp.serialize.config import PipelineConfig
+
+    if not ray.is_initialized():
+        return
+    pc = PipelineConfig()
+    need = cfg.workers * cfg.cpus_per_worker + pc.num_actors * pc.actor_num_cpus + 1.0
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if need > have:
+        raise RefusedError(
+            f"data_mode=stream needs {need:g} CPUs ({cfg.workers} workers x "
+            f"{cfg.cpus_per_worker:g} + Ray Data's serialization actors and a 1-CPU Parquet "
+            f"read) but the cluster has {have:g}: lower cpus_per_worker or workers, or use "
+            f"data_mode=memory")
 
 
 def _check_run_dir(cfg: PretrainConfig, h: str) -> dict:
@@ -192,6 +214,8 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
     cfg = cfg.resolved()
     h = bins_hash(cfg)
     info = _check_run_dir(cfg, h)
+    if cfg.data_mode == "stream":
+        _check_stream_fits(cfg)
     run_tags = {"preset": cfg.preset, "bins_hash": h, **(tags or {})}
     params = {**cfg.to_dict(), "bins_hash": h}
     run_id, _ = runs.get_or_start_run(cfg.run_name, params, run_tags, parent_run_id,

@@ -184,8 +184,9 @@ def next_neighbor_indices(coords, k: int, periodic_phi: bool = False, slab_size:
     """(N, 3) normalised (r, phi, eta) -> (N, k) int64 indices of the k nearest points with
     strictly larger r, nearest first (ties by index), -1 where fewer than k exist.
 
-    Radial slabs: points sorted by r are cut into slabs of ~slab_size (default k) points, never
-    inside a shared radius (so a detector layer is one slab or several whole ones). For a
+    Radial slabs: points sorted by r are cut into slabs of ~slab_size points, never inside a
+    shared radius (default: one slab per radius when there are few distinct radii, as with
+    detector layers). For a
     slab, the candidates are the points of later slabs (a KD-tree over that suffix, queried
     for k + 1 neighbours) and the slab's own points with larger r (brute force; none when the
     slab is a single layer). A row is final once its k-th pick is strictly closer than the
@@ -198,7 +199,12 @@ def next_neighbor_indices(coords, k: int, periodic_phi: bool = False, slab_size:
     out = np.full((n, k), -1, dtype=np.int64)
     if n < 2 or k == 0:
         return out
-    sl = _Slabs(c, k, periodic_phi, slab_size or k)
+    if slab_size is None:
+        # Few distinct radii (detector layers): one slab per radius, all on the fast path.
+        # Otherwise slabs of ~2 sqrt(N) points balance tree builds against brute force.
+        n_radii = int(np.count_nonzero(np.diff(np.sort(c[:, _R]))) + 1)
+        slab_size = 1 if n_radii <= max(64, n // k) else max(2 * k, int(2 * np.sqrt(n)))
+    sl = _Slabs(c, k, periodic_phi, slab_size)
     fast = []  # (a, b, dist, ii) of single-radius slabs with >= k + 1 points beyond them
     for a, b in zip(sl.starts, sl.ends):
         if sl.rs[a] == sl.rs[b - 1] and n - b > k:

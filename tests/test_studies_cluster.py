@@ -1,0 +1,144 @@
+"""Studies on a real local Ray cluster started by ray_cluster/local/start.sh (its own temp dir
+and free ports, stopped by stop.sh): a study whose driver is killed resumes without redoing
+finished trials, and the smoke study runs through `ray job submit` as CI and `make demo` do."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _env(extra=None):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    return {**env, **(extra or {})}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A private local cluster: {"env": cluster.env values, "dir": its temp dir}."""
+    ray_dir = tempfile.mkdtemp(prefix="fm4npp-rt-", dir="/tmp")  # short: socket path limit
+    env = _env({"FM4NPP_RAY_DIR": ray_dir, "FM4NPP_RAY_PORT": "0",
+                "FM4NPP_RAY_DASHBOARD_PORT": "0", "FM4NPP_RAY_NUM_CPUS": "2"})
+    subprocess.run(["bash", str(ROOT / "ray_cluster/local/start.sh")], env=env, check=True,
+                   timeout=240)
+    state = {}
+    for line in (Path(ray_dir) / "cluster.env").read_text().splitlines():
+        k, v = line.removeprefix("export ").split("=", 1)
+        state[k] = v
+    try:
+        yield {"env": state, "dir": ray_dir}
+    finally:
+        subprocess.run(["bash", str(ROOT / "ray_cluster/local/stop.sh")], env=env, timeout=120)
+        left = subprocess.run(["pgrep", "-g", state["FM4NPP_RAY_PGID"]], capture_output=True,
+                              text=True).stdout.split()
+        assert not left, f"processes of the test cluster left running: {left}"
+        assert not (Path(ray_dir) / "cluster.env").exists()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from conftest import make_event_table
+    from fm4npp.data.convert import write_dataset
+    from fm4npp.data.io import read_events
+    from fm4npp.serialize.bins import fit_bins, save_bins
+    from fm4npp.serialize.config import SerializeConfig
+
+    d = tmp_path_factory.mktemp("events")
+    write_dataset([make_event_table(20, 1, max_tracks=6),
+                   make_event_table(20, 2, first_event_id=20, max_tracks=6)], d)
+    save_bins(fit_bins(read_events(d), SerializeConfig()), d / "bins.json")
+    return d
+
+
+def _starts(markers: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in markers.glob("start-*"):
+        key = f.name.split(".")[0].removeprefix("start-")
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _done(markers: Path) -> set[str]:
+    return {f.name.split(".")[0].removeprefix("done-") for f in markers.glob("done-*")}
+
+
+def test_killed_driver_resumes_without_redoing_finished_trials(cluster, data_dir, tmp_path):
+    markers, storage = tmp_path / "markers", tmp_path / "runs"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = _env({"RAY_ADDRESS": cluster["env"]["RAY_ADDRESS"], "RAY_AUTH_MODE": "token",
+                "MLFLOW_TRACKING_URI": uri, "FM4NPP_FAKE_TRIAL_SECONDS": "2",
+                "TUNE_GLOBAL_CHECKPOINT_S": "0"})
+    cmd = [sys.executable, str(ROOT / "studies/model_scaling.py"), "--preset", "smoke",
+           "--seeds", "0,1,2", "--fake", "--max-concurrent", "1", "--data", str(data_dir),
+           "--storage", str(storage), "--name", "resume-test", "--marker-dir", str(markers)]
+    log1 = open(tmp_path / "run1.log", "w")
+    p = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    t0 = time.time()
+    while not _done(markers):
+        assert p.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+        assert time.time() - t0 < 240, "no trial finished in time"
+        time.sleep(0.5)
+    time.sleep(3)  # let Tune write its experiment state after the trial's end
+    done_before = _done(markers)
+    os.killpg(p.pid, signal.SIGKILL)  # the driver dies mid-study
+    p.wait()
+    assert len(done_before) < 6, "the study finished before the driver was killed"
+
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming" in r.stdout
+    starts = _starts(markers)
+    assert _done(markers) == set(starts) and len(starts) == 6  # 2 widths x 3 seeds
+    for key in done_before:
+        assert starts[key] == 1, f"finished trial {key} was run again ({starts})"
+
+    # MLflow: one parent with six finished children
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        from analysis.load import load_study, parent_run
+
+        trials = load_study("resume-test")
+        assert sorted(t.key for t in trials) == sorted(starts)
+        parent = parent_run("resume-test")
+        assert parent.info.status == "FINISHED"
+        assert all(t.kind == "model_scaling" for t in trials)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+
+
+def test_smoke_study_via_ray_job_submit(cluster, data_dir, tmp_path):
+    storage, figs = tmp_path / "runs", tmp_path / "figures"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})
+    env = _env({"RAY_AUTH_MODE": "token"})
+    r = subprocess.run(
+        ["ray", "job", "submit", "--address", cluster["env"]["RAY_DASHBOARD_ADDRESS"],
+         "--working-dir", str(ROOT), "--runtime-env-json", runtime_env, "--",
+         "python", "studies/model_scaling.py", "--preset", "smoke", "--data", str(data_dir),
+         "--storage", str(storage)],
+        env=env, capture_output=True, text=True, timeout=560)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "2/2 trials finished" in r.stdout
+
+    r = subprocess.run([sys.executable, str(ROOT / "analysis/figure5.py"), "--study",
+                        "model_scaling-smoke", "--out", str(figs), "--n-boot", "20"],
+                       env=_env({"MLFLOW_TRACKING_URI": uri}), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    summary = json.loads((figs / "fits.json").read_text())
+    assert len(summary["runs"]) == 2
+    assert {run["width"] for run in summary["runs"]} == {"w8", "w16"}
+    assert all(run["N"] > 0 and run["val_mse"] > 0 for run in summary["runs"])
+    assert (figs / "figure5a.png").stat().st_size > 1000
