@@ -109,7 +109,11 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer widths and one seed")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (0 = torch's choice); 1 avoids OpenMP stalls on shared cores")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     widths = [32, 64, 128, 256] if args.quick else [32, 64, 128, 256, 512]
     seeds = [0] if args.quick else [0, 1]

@@ -92,6 +92,13 @@ def test_ddp_two_workers_match_one(shared, data_dir):
     assert two["val_mse"] == pytest.approx(one["val_mse"], rel=2e-4)
     assert one["D"] == two["D"] > 0 and one["N"] > 0 and one["C"] > 0
 
+    # the final model loads for downstream use, with the bins hash it needs
+    from fm4npp.model.io import from_pretrained
+
+    model, extra = from_pretrained(one["pretrained"])
+    assert extra["bins_hash"] == runs.client().get_run(one["mlflow_run_id"]).data.params["bins_hash"]
+    assert model.num_params() == one["N"]
+
     # the metrics, params and artifacts are readable back through the MLflow client
     run = runs.client().get_run(one["mlflow_run_id"])
     assert run.info.status == "FINISHED"

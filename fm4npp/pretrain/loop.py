@@ -32,6 +32,7 @@ from fm4npp.pretrain.config import PretrainConfig
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
+PRETRAINED_DIR = "pretrained"  # in the final checkpoint: fm4npp.model.io.from_pretrained dir
 
 
 # -- schedule & data order ------------------------------------------------------------------
@@ -211,13 +212,23 @@ def evaluate(model, events: list[dict], batch_size: int, rank: int, world: int, 
     return total / max(count, 1)
 
 
-def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra) -> str:
+def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra,
+                     final: bool = False) -> str:
+    """A checkpoint directory: model.safetensors, train_state.pt (optimizer, scheduler, RNG,
+    step, data position, counters, config, bins hash) and, for the final one, ``pretrained/``
+    in fm4npp.model.io format (what the downstream adapters load)."""
     import torch
     from safetensors.torch import save_file
 
     d = tempfile.mkdtemp(prefix="fm4npp-ckpt-")
     state = {k: v.detach().cpu().contiguous() for k, v in raw_model.state_dict().items()}
     save_file(state, os.path.join(d, MODEL_FILE))
+    if final:
+        from fm4npp.model.io import save_pretrained
+
+        save_pretrained(raw_model, os.path.join(d, PRETRAINED_DIR),
+                        extra={"bins_hash": bins_hash, "bins": cfg_dict["bins"], "step": step,
+                               "pretrain_run": cfg_dict["run_name"]})
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
                 "rng": _rng_state(), "config": cfg_dict,
                 "bins_hash": bins_hash, **extra}, os.path.join(d, STATE_FILE))
@@ -377,7 +388,7 @@ def train_loop_per_worker(config: dict) -> None:
         if do_ckpt and rank == 0:
             tmp = _save_checkpoint(raw_model, opt, sched, done, config["pretrain"], bins_hash,
                                    {"metrics": metrics, "counters": dict(counters),
-                                    "data_position": source.position()})
+                                    "data_position": source.position()}, final=last)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
         if tmp is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fm4npp import runs
 from fm4npp.pretrain.config import PretrainConfig
+from fm4npp.pretrain.loop import PRETRAINED_DIR
 
 RUN_INFO = "fm4npp_run.json"  # beside Ray's files in the run dir: bins hash, MLflow run id
 
@@ -206,7 +207,8 @@ def _log_artifacts(run_id: str, cfg: PretrainConfig) -> None:
 def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | None = None,
                     tags: dict | None = None, datasets: dict | None = None) -> dict:
     """Train (or resume) one run; returns {val_mse, val_baseline_mse, N, D, C, events, steps,
-    checkpoint, run_dir, run_name, mlflow_run_id, experiment, tracking_uri}.
+    checkpoint, pretrained (fm4npp.model.io directory of the final model), run_dir, run_name,
+    mlflow_run_id, experiment, tracking_uri}.
 
     ``callbacks``: extra Ray Train callbacks (e.g. Tune's); ``parent_run_id``/``tags``: MLflow
     nesting for studies; ``datasets``: ``build_datasets(cfg)`` output to share between runs
@@ -229,6 +231,7 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
         runs.end_run(run_id, "FAILED")
         raise
     m = dict(result.metrics or {})
+    ckpt = result.checkpoint.path if result.checkpoint else None
     _log_artifacts(run_id, cfg)
     runs.end_run(run_id, "FINISHED")
     return {
@@ -239,7 +242,9 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
         "C": m.get("flops_C"),
         "events": m.get("events"),
         "steps": m.get("step"),
-        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "checkpoint": ckpt,
+        "pretrained": (str(Path(ckpt) / PRETRAINED_DIR)
+                       if ckpt and (Path(ckpt) / PRETRAINED_DIR).is_dir() else None),
         "run_dir": str(Path(cfg.storage_path) / cfg.run_name),
         "run_name": cfg.run_name,
         "mlflow_run_id": run_id,

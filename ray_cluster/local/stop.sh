@@ -22,9 +22,12 @@ ours() {
     local pids=""
     [ -n "$PGID" ] && pids+=" $(pgrep -g "$PGID" 2>/dev/null | tr '\n' ' ')"
     [ -n "$SESSION" ] && pids+=" $(pgrep -f -- "$SESSION" 2>/dev/null | tr '\n' ' ')"
-    # never ourselves or our parent shell
+    # never ourselves or our parent shell; zombies are already dead (only their parent can
+    # reap them)
     for p in $pids; do
-        [ "$p" != "$$" ] && [ "$p" != "$PPID" ] && echo "$p"
+        [ "$p" != "$$" ] && [ "$p" != "$PPID" ] || continue
+        case "$(ps -o stat= -p "$p" 2>/dev/null)" in Z*|"") continue ;; esac
+        echo "$p"
     done | sort -u
 }
 
@@ -35,8 +38,11 @@ if [ -n "$pids" ]; then
     for _ in $(seq 20); do
         pids=$(ours); [ -z "$pids" ] && break; sleep 0.5
     done
-    # shellcheck disable=SC2086
-    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+    if [ -n "$pids" ]; then
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+        for _ in $(seq 20); do [ -z "$(ours)" ] && break; sleep 0.25; done
+    fi
 fi
 rm -f "$STATE" "$RAY_DIR/pgid" "$RAY_DIR/ray_current_cluster"
 echo "Ray cluster in $RAY_DIR stopped"
