@@ -3,7 +3,8 @@
     python analysis/figure5.py --study model_scaling-cpu --out figures/cpu
     python analysis/figure5.py --preset cpu --out figures/cpu     # all three <kind>-cpu studies
 
-(a) validation MSE vs parameters N, (b) vs training spacepoints D, (c) vs training FLOPs C with
+(a) validation MSE vs parameters N, (b) vs the spacepoints in the training set D (the data
+fraction's share, after the point cap), (c) vs training FLOPs C with
 the compute-optimal frontier (C_min: the lowest loss reached with at most that compute).
 Log-log axes; each panel's fit L = E + A x^-alpha (a pure power law when there are too few
 points for three parameters) with a bootstrap 90 % interval on the exponent in the legend.
@@ -16,6 +17,7 @@ every study's parent run. Also fits L(N, D) (Chinchilla approach 3) when both N 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections import defaultdict
@@ -31,7 +33,7 @@ from analysis.load import TrialRun, load_study, parent_run  # noqa: E402
 KINDS = ("model_scaling", "data_scaling", "compute_scaling")
 PANELS = {
     "a": ("N", "parameters $N$", "model size"),
-    "b": ("D", "training spacepoints $D$", "data"),
+    "b": ("D_set", "training-set spacepoints $D$", "data"),
     "c": ("C", "training FLOPs $C$", "compute"),
 }
 
@@ -47,7 +49,9 @@ def panel_points(trials: list[TrialRun]) -> dict[str, list[TrialRun]]:
     elif by_kind["compute_scaling"]:
         out["a"] = [t for t in by_kind["compute_scaling"] if t.budget == 1.0]
     if by_kind["data_scaling"]:
-        out["b"] = by_kind["data_scaling"]
+        # runs logged without a training-set size fall back to the spacepoints they consumed
+        out["b"] = [t if t.D_set > 0 else dataclasses.replace(t, D_set=t.D)
+                    for t in by_kind["data_scaling"]]
     if by_kind["compute_scaling"]:
         out["c"] = by_kind["compute_scaling"]
     elif by_kind["model_scaling"]:
@@ -92,7 +96,7 @@ def draw_panel(ax, panel: str, pts: list[TrialRun], fits: dict) -> None:
     grid = np.geomspace(x.min() / 1.3, x.max() * 1.3, 200)
     if "fit" in fits and panel != "c":
         ax.plot(grid, fits["fit"].predict(grid), "k--", lw=1.2,
-                label=fits["fit"].label({"N": "N", "D": "D"}[var]))
+                label=fits["fit"].label({"N": "N", "D_set": "D"}[var]))
     if panel == "c":
         idx = fits.get("frontier_idx", np.array([], int))
         if len(idx):
@@ -185,7 +189,8 @@ def make_figure5(studies: list[str], out_dir: Path, n_boot: int = 200, log: bool
     for p, f in sorted(fits.items()):
         for k in ("fit", "frontier_fit"):
             if k in f:
-                print(f"[figure5] ({p}) {k}: {f[k].label(f['x'] if k == 'fit' else 'C')}")
+                var = {"D_set": "D"}.get(f["x"], f["x"]) if k == "fit" else "C"
+                print(f"[figure5] ({p}) {k}: {f[k].label(var)}")
     if chin is not None:
         print(f"[figure5] L(N, D) = {chin.E:.3g} + {chin.A:.3g}/N^{chin.alpha:.3f} + "
               f"{chin.B:.3g}/D^{chin.beta:.3f}")
@@ -199,7 +204,8 @@ def make_figure5(studies: list[str], out_dir: Path, n_boot: int = 200, log: bool
                 client.log_artifact(parent.info.run_id, str(path), artifact_path="figure5")
             for p, f in fits.items():
                 if "fit" in f:
-                    client.log_metric(parent.info.run_id, f"alpha_{f['x']}", f["fit"].alpha)
+                    var = {"D_set": "D"}.get(f["x"], f["x"])
+                    client.log_metric(parent.info.run_id, f"alpha_{var}", f["fit"].alpha)
                 if "frontier_fit" in f:
                     client.log_metric(parent.info.run_id, "alpha_C_frontier",
                                       f["frontier_fit"].alpha)

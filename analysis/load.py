@@ -31,9 +31,10 @@ class TrialRun:
     budget: float
     seed: int
     N: float  # parameters
-    D: float  # training spacepoints consumed
+    D: float  # training spacepoints consumed (steps x batch x points per event)
     C: float  # training FLOPs (forward + backward, measured per event)
     val_mse: float
+    D_set: float = 0.0  # spacepoints in the run's training set (Figure 5(b)); 0 if unknown
 
 
 def _number(run, metric: str, tag: str):
@@ -71,7 +72,8 @@ def load_study(study: str, experiment: str = EXPERIMENT) -> list[TrialRun]:
                   f"non-positive {[k for k, v in nums.items() if v is None or not v > 0]}",
                   file=sys.stderr)
             continue
-        out[t["trial_key"]] = TrialRun(
+        d_set = _number(r, "train_set_spacepoints", "D_set") or 0.0
+        out[t["trial_key"]] = TrialRun(D_set=float(d_set),
             run_id=r.info.run_id, study=study, kind=t.get("study.kind", ""), key=t["trial_key"],
             width=t.get("axis.width", t.get("model", "")),
             fraction=float(t.get("axis.fraction", 1.0)), budget=float(t.get("axis.budget", 1.0)),

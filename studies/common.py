@@ -184,6 +184,32 @@ def _fake_pretraining(cfg, parent_run_id: str, tags: dict) -> dict:
             "run_name": cfg.run_name}
 
 
+def train_set_spacepoints(cfg) -> int:
+    """Spacepoints in a run's training set: the train split at its data fraction, after the
+    serialization point cap. Figure 5(b)'s x: with a fixed step budget the spacepoints a run
+    consumes are the same for every fraction; the data it can learn from is not."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from fm4npp.data.io import iter_tables
+    from fm4npp.data.pipeline import keep_mask
+    from fm4npp.pretrain.run import pipeline_config
+
+    from fm4npp.serialize.bins import load_bins
+
+    pcfg = pipeline_config(cfg, load_bins(cfg.bins))
+    cap, policy = pcfg.serialize.max_points, pcfg.serialize.cap_policy
+    total = 0
+    for _, _, table in iter_tables(cfg.data, ["event_id", "hit_x"], check=False, empty="keep"):
+        mask = keep_mask(table.column("event_id").to_numpy(), "train", pcfg)
+        n = pc.fill_null(pc.list_value_length(table.column("hit_x")), 0).to_numpy()[mask]
+        n = n[n >= 2]
+        if cap:
+            n = n[n <= cap] if policy == "drop" else np.minimum(n, cap)
+        total += int(n.sum())
+    return total
+
+
 def run_trial(config: dict) -> None:
     """The Tune trial: one pretraining run of one grid cell, reported back to Tune.
 
@@ -219,10 +245,19 @@ def run_trial(config: dict) -> None:
 
         result = run_pretraining(cfg, callbacks=[TuneReportCallback()],
                                  parent_run_id=s["parent_run_id"], tags=tags)
+    try:
+        d_set = result["D"] if s.get("fake") else train_set_spacepoints(cfg.resolved())
+    except Exception as exc:  # a secondary number: never fail a trained trial over it
+        print(f"[trial {key}] training-set size unknown ({exc!r}); Figure 5(b) will use the "
+              f"spacepoints consumed", flush=True)
+        d_set = 0
+
+    if d_set:
+        runs.log_metrics(result["mlflow_run_id"], {"train_set_spacepoints": d_set}, step=0)
     # the numbers the analysis reads, also as tags (searchable, shown in the runs table)
     c = runs.client()
     summary = {"N": result.get("N"), "D": result.get("D"), "C": result.get("C"),
-               "val_mse": result.get("val_mse")}
+               "val_mse": result.get("val_mse"), "D_set": d_set or None}
     for k, v in summary.items():
         if v is not None:
             c.set_tag(result["mlflow_run_id"], k, repr(float(v)))

@@ -121,7 +121,7 @@ def test_chinchilla_bootstrap_covers_truth():
     n = np.repeat(np.geomspace(3e5, 2e8, 5), 4)
     d = np.tile(np.geomspace(1e7, 1e10, 4), 5)
     y = (0.5 + 300 * n**-0.4 + 2000 * d**-0.3) * np.exp(rng.normal(0, 0.005, n.size))
-    fit = fit_chinchilla_with_ci(n, d, y, n_boot=40, seed=0, level=0.95)
+    fit = fit_chinchilla_with_ci(n, d, y, n_boot=25, seed=0, level=0.95)
     lo, hi = fit.ci["alpha"]
     assert lo <= 0.4 <= hi
     lo, hi = fit.ci["beta"]

@@ -441,11 +441,9 @@ def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig
     cfg = FinetuneConfig.from_dict(result["config"])
     model_cfg = None
     if cfg.source == "fm" or (cfg.source == "scratch" and not cfg.preset):
-        from fm4npp.model.io import CONFIG_FILE
-        from fm4npp.model.config import ModelConfig
+        from fm4npp.downstream.features import load_backbone
 
-        meta = json.loads((Path(cfg.backbone) / CONFIG_FILE).read_text())
-        model_cfg = ModelConfig.from_dict(meta["model_config"])
+        model_cfg = load_backbone(cfg.backbone)[0].cfg  # either checkpoint layout
     elif cfg.source == "scratch":
         from fm4npp.model.presets import get_preset
 
