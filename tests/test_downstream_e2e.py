@@ -127,6 +127,7 @@ def test_cli_bad_input_exits_nonzero(tmp_path, data_dir, capsys):
     assert main(["finetune", "--task", "pid", "--source", "fm", "--data", str(data_dir)]) == 2
 
 
+@pytest.mark.slow
 def test_studies_figures_and_resume(tmp_path, data_dir, backbone_dir, monkeypatch, capsys):
     import sys
     from pathlib import Path
