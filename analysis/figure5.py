@@ -6,8 +6,8 @@
 (a) validation MSE vs parameters N, (b) vs the spacepoints in the training set D (the data
 fraction's share, after the point cap), (c) vs training FLOPs C with
 the compute-optimal frontier (C_min: the lowest loss reached with at most that compute).
-Log-log axes; each panel's fit L = E + A x^-alpha (a pure power law when there are too few
-points for three parameters) with a bootstrap 90 % interval on the exponent in the legend.
+Log-log axes; each panel's pure power law L = A x^-alpha and, from 5 points up, the
+saturating L = E + A x^-alpha, with bootstrap 90 % intervals on the exponents in the legend.
 Draws whatever panels the given studies support: model scaling gives (a) and (c), data
 scaling (b), compute scaling (c) and, from its full-budget runs, (a). Writes figure5.png/.pdf
 (all panels), figure5{a,b,c}.png/.pdf and fits.json to --out, and logs them as artifacts of
@@ -31,6 +31,9 @@ from analysis import powerlaw  # noqa: E402
 from analysis.load import TrialRun, load_study, parent_run  # noqa: E402
 
 KINDS = ("model_scaling", "data_scaling", "compute_scaling")
+# L = E + A x^-alpha has three parameters: with fewer distinct x than this its exponent is
+# not constrained (the bootstrap interval spans everything), so only the pure law is drawn
+MIN_POINTS_SATURATING = 5
 PANELS = {
     "a": ("N", "parameters $N$", "model size"),
     "b": ("D_set", "training-set spacepoints $D$", "data"),
@@ -66,7 +69,9 @@ def fit_panel(panel: str, pts: list[TrialRun], n_boot: int) -> dict:
     y = np.array([t.val_mse for t in pts])
     out: dict = {"n_runs": len(pts), "x": var}
     if np.unique(x).size >= 2:
-        out["fit"] = powerlaw.fit_with_ci(x, y, n_boot=n_boot)
+        out["fit"] = powerlaw.fit_with_ci(x, y, kind="pure", n_boot=n_boot)
+    if np.unique(x).size >= MIN_POINTS_SATURATING:
+        out["fit_sat"] = powerlaw.fit_with_ci(x, y, kind="saturating", n_boot=n_boot)
     if panel == "c":
         idx, ffit = powerlaw.fit_frontier(x, y, n_boot=n_boot)
         out["frontier_idx"] = idx
@@ -84,6 +89,8 @@ def _width_colors(pts: list[TrialRun]):
 
 
 def draw_panel(ax, panel: str, pts: list[TrialRun], fits: dict) -> None:
+    from matplotlib.ticker import NullFormatter
+
     var, xlabel, title = PANELS[panel]
     x = np.array([getattr(t, var) for t in pts])
     y = np.array([t.val_mse for t in pts])
@@ -94,9 +101,13 @@ def draw_panel(ax, panel: str, pts: list[TrialRun], fits: dict) -> None:
         ax.scatter(x[sel], y[sel], color=col, s=28, zorder=3, label=w,
                    edgecolors="k", linewidths=0.4)
     grid = np.geomspace(x.min() / 1.3, x.max() * 1.3, 200)
-    if "fit" in fits and panel != "c":
-        ax.plot(grid, fits["fit"].predict(grid), "k--", lw=1.2,
-                label=fits["fit"].label({"N": "N", "D_set": "D"}[var]))
+    if panel != "c":
+        name = {"N": "N", "D_set": "D"}[var]
+        if "fit" in fits:
+            ax.plot(grid, fits["fit"].predict(grid), "k--", lw=1.2, label=fits["fit"].label(name))
+        if "fit_sat" in fits:
+            ax.plot(grid, fits["fit_sat"].predict(grid), ":", color="0.35", lw=1.4,
+                    label=fits["fit_sat"].label(name))
     if panel == "c":
         idx = fits.get("frontier_idx", np.array([], int))
         if len(idx):
@@ -109,6 +120,7 @@ def draw_panel(ax, panel: str, pts: list[TrialRun], fits: dict) -> None:
                     label=fits["frontier_fit"].label("C"))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation MSE")
     ax.set_title(f"({panel}) {title}")
@@ -120,8 +132,9 @@ def _fits_json(fits_by_panel: dict, chinchilla) -> dict:
     out = {}
     for p, f in fits_by_panel.items():
         d = {"n_runs": f["n_runs"], "x": f["x"]}
-        if "fit" in f:
-            d["fit"] = f["fit"].as_dict()
+        for k in ("fit", "fit_sat"):
+            if k in f:
+                d[k] = f[k].as_dict()
         if "frontier_fit" in f:
             d["frontier_fit"] = f["frontier_fit"].as_dict()
         if "frontier_idx" in f:
@@ -187,9 +200,9 @@ def make_figure5(studies: list[str], out_dir: Path, n_boot: int = 200, log: bool
     written.append(out_dir / "fits.json")
 
     for p, f in sorted(fits.items()):
-        for k in ("fit", "frontier_fit"):
+        for k in ("fit", "fit_sat", "frontier_fit"):
             if k in f:
-                var = {"D_set": "D"}.get(f["x"], f["x"]) if k == "fit" else "C"
+                var = {"D_set": "D"}.get(f["x"], f["x"]) if k != "frontier_fit" else "C"
                 print(f"[figure5] ({p}) {k}: {f[k].label(var)}")
     if chin is not None:
         print(f"[figure5] L(N, D) = {chin.E:.3g} + {chin.A:.3g}/N^{chin.alpha:.3f} + "

@@ -115,7 +115,6 @@ def test_chinchilla_recovers_parameters():
     assert fit.n_opt_exponent == pytest.approx(0.3 / 0.7, rel=0.05)
 
 
-@pytest.mark.slow
 def test_chinchilla_bootstrap_covers_truth():
     rng = np.random.default_rng(7)
     n = np.repeat(np.geomspace(3e5, 2e8, 5), 4)

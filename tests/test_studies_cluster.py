@@ -4,6 +4,7 @@ finished trials, and the smoke study runs through `ray job submit` as CI and `ma
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def cluster():
         left = _live_in_group(int(state["FM4NPP_RAY_PGID"]))
         assert not left, f"processes of the test cluster left running: {left}"
         assert not (Path(ray_dir) / "cluster.env").exists()
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
