@@ -19,7 +19,8 @@ from fm4npp.cli import main
 from fm4npp.data.convert import write_dataset
 from fm4npp.data.io import DataError, read_events
 from fm4npp.data.schema import EVENT_SCHEMA
-from fm4npp.data.validate import sha256_of, validate_dataset
+from fm4npp.data.shards import sha256_file
+from fm4npp.data.validate import validate_dataset
 
 N_SHARDS, N_EVENTS = 3, 8
 BAD = "events-00001.parquet"  # the shard each case breaks
@@ -126,7 +127,7 @@ def test_wrong_schema_version(good, capsys):
     table = table.replace_schema_metadata({b"fm4npp.schema_version": b"99"})
     pq.write_table(table, good / BAD)
     manifest = json.loads((good / "manifest.json").read_text())
-    manifest["files"][BAD]["sha256"] = sha256_of(good / BAD)  # only the version is wrong
+    manifest["files"][BAD]["sha256"] = sha256_file(good / BAD)  # only the version is wrong
     (good / "manifest.json").write_text(json.dumps(manifest))
     _check_bad(good, capsys, "schema version '99'", row=None)
 

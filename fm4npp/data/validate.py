@@ -9,7 +9,6 @@ across the data set.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,16 +22,9 @@ from fm4npp.data.io import (
     open_shard,
     table_problems,
 )
+from fm4npp.data.shards import sha256_file
 
-__all__ = ["Problem", "validate_dataset", "sha256_of"]
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["Problem", "validate_dataset"]
 
 
 def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> list[Problem]:
@@ -72,7 +64,7 @@ def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> lis
             problems.append(Problem(str(path), "listed in manifest.json but missing"))
             continue
         if entry is not None and "sha256" in entry:
-            digest = sha256_of(path)
+            digest = sha256_file(path)
             if digest != entry["sha256"]:
                 problems.append(Problem(str(path), f"sha256 {digest[:12]}... does not match manifest "
                                         f"{str(entry['sha256'])[:12]}... (modified or corrupt)"))
