@@ -54,6 +54,27 @@ def deposit(path_cm, bg, mass, q2, electron, mat, t_cut, cfg: DigitizeConfig, rn
     return soft + hard
 
 
+def _pack_keys(cols) -> np.ndarray:
+    """One int64 per row that is equal exactly when all integer columns are (one stable sort
+    instead of a lexsort over them); falls back to the row rank when the ranges do not fit."""
+    key = np.zeros(len(cols[0]), np.int64)
+    bits = 0
+    for c in cols:
+        if not len(c):
+            return key
+        lo = int(c.min())
+        span = int(c.max()) - lo + 1
+        bits += span.bit_length()
+        if bits > 62:
+            order = np.lexsort(cols[::-1])
+            srt = np.stack([c[order] for c in cols], 1)
+            rank = np.cumsum(np.concatenate([[False], np.any(srt[1:] != srt[:-1], axis=1)]))
+            key[order] = rank
+            return key
+        key = key * span + (c - lo)
+    return key
+
+
 def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng) -> dict:
     """Crossings (from transport) -> hits dict (ev, tid, layer, x, y, z, energy), in crossing
     order, after acceptance, merging, charge and smearing."""
@@ -99,10 +120,12 @@ def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng)
     # merge crossings of one track in one layer and one (r-phi, z) cell
     iphi = np.floor(phi * r / cfg.merge_rphi_cm).astype(np.int64)
     iz = np.floor(z / cfg.merge_z_cm).astype(np.int64)
-    order = np.lexsort((iz, iphi, layer, tid, ev))
-    keys = np.stack([ev[order], tid[order], layer[order], iphi[order], iz[order]], 1)
+    # tid is unique over the batch (a registry row), so it implies ev
+    key = _pack_keys((tid, layer, iphi, iz))
+    order = np.argsort(key, kind="stable")
     start = np.ones(len(order), bool)
-    start[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+    ks = key[order]
+    start[1:] = ks[1:] != ks[:-1]
     group = np.cumsum(start) - 1
     e_sum = np.bincount(group, weights=e_dep[order])
     first = order[start]  # first crossing of each cluster (lexsort is stable)

@@ -89,30 +89,34 @@ class PythiaGenerator:
         ev, pdg, px, py, pz, vx, vy, vz (cm, from the collision point), mother (row into the
         `mothers` arrays for weak-decay daughters, else -1), and `mothers` (dict of arrays with
         the same kinematic keys: the decayed generator particle), plus q and m lookups."""
+        import pythia8mc
+
         py = self.py
         dmax2 = (self.cfg.primary_max_displacement_cm * 10.0) ** 2  # PYTHIA vertices are in mm
         rows = []
         mrows = []
         mkeys: dict[tuple[int, int], int] = {}
         mother = []
+        # this loop runs ~130 times per event: one copy of the event record (Event.particles())
+        # instead of an indexing call per particle, and the filters as local unbound methods
+        P = pythia8mc.Particle
+        is_final, is_charged, pid_of = P.isFinal, P.isCharged, P.id
         for i in range(n_events):
             while not py.next():
                 pass
-            event = py.event
-            for j in range(event.size()):
-                p = event[j]
-                if not p.isFinal():
+            parts = py.event.particles()
+            for part in parts:
+                if not is_final(part):
                     continue
-                pid = p.id()
-                if pid != 22 and not p.isCharged():
+                pid = pid_of(part)
+                if pid != 22 and not is_charged(part):
                     continue
-                xv, yv, zv = p.xProd(), p.yProd(), p.zProd()
-                rows.append((i, pid, p.px(), p.py(), p.pz(), xv, yv, zv))
+                xv, yv, zv = part.xProd(), part.yProd(), part.zProd()
+                rows.append((i, pid, part.px(), part.py(), part.pz(), xv, yv, zv))
                 if xv * xv + yv * yv + zv * zv > dmax2:
-                    jm = p.mother1()
-                    key = (i, jm)
+                    key = (i, part.mother1())
                     if key not in mkeys:
-                        mp = event[jm]
+                        mp = parts[key[1]]
                         mkeys[key] = len(mrows)
                         mrows.append((i, mp.id(), mp.px(), mp.py(), mp.pz(), mp.xProd(), mp.yProd(), mp.zProd()))
                     mother.append(mkeys[key])

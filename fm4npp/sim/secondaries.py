@@ -137,8 +137,10 @@ def delta_direction(t, p_parent, e_parent, ux, uy, uz, rng):
     sin_t = np.sqrt(1 - cos_t**2)
     phi = rng.uniform(0, 2 * np.pi, len(t))
     e1, e2 = orthonormal(ux, uy, uz)
-    d = (cos_t[:, None] * np.stack([ux, uy, uz], 1)
-         + (sin_t * np.cos(phi))[:, None] * e1 + (sin_t * np.sin(phi))[:, None] * e2)
+    a, b = sin_t * np.cos(phi), sin_t * np.sin(phi)
+    d = np.empty_like(e1)
+    for j, u in enumerate((ux, uy, uz)):
+        d[:, j] = cos_t * u + a * e1[:, j] + b * e2[:, j]
     return pe, d
 
 
@@ -147,10 +149,16 @@ def orthonormal(ux, uy, uz):
     # u x z-hat, falling back to u x x-hat for tracks along the beam
     ax = np.where(np.abs(uz) < 0.99, 0.0, 1.0)
     az = 1.0 - ax
-    e1 = np.stack([uy * az, uz * ax - ux * az, -uy * ax], 1)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    u = np.stack([ux, uy, uz], 1)
-    e2 = np.cross(u, e1)
+    e1 = np.empty((len(ux), 3))
+    e1[:, 0] = uy * az
+    e1[:, 1] = uz * ax - ux * az
+    e1[:, 2] = -uy * ax
+    e1 /= np.sqrt(e1[:, 0] ** 2 + e1[:, 1] ** 2 + e1[:, 2] ** 2)[:, None]
+    # e2 = u x e1, written out: np.cross has a large per-call overhead
+    e2 = np.empty_like(e1)
+    e2[:, 0] = uy * e1[:, 2] - uz * e1[:, 1]
+    e2[:, 1] = uz * e1[:, 0] - ux * e1[:, 2]
+    e2[:, 2] = ux * e1[:, 1] - uy * e1[:, 0]
     return e1, e2
 
 

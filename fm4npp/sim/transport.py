@@ -32,9 +32,14 @@ PARTICLE_FIELDS = ("ev", "tid", "pdg", "q", "m", "x", "y", "z", "px", "py", "pz"
 def density_effect(bg: np.ndarray, mat: Material) -> np.ndarray:
     c, x0, x1, a, k, d0 = mat.sternheimer
     x = np.log10(np.maximum(bg, 1e-6))
-    ln10 = np.log(10)
-    d = np.where(x >= x1, 2 * ln10 * x - c, 2 * ln10 * x - c + a * np.clip(x1 - x, 0, None) ** k)
-    return np.where(x < x0, d0 * 10 ** (2 * (x - x0)), d)
+    d = 2 * np.log(10) * x - c
+    # the power terms are costly: evaluate them only where they apply
+    low = x < x0
+    mid = np.nonzero((x < x1) & ~low)[0]
+    d[mid] += a * (x1 - x[mid]) ** k
+    low = np.nonzero(low)[0]
+    d[low] = d0 * 10 ** (2 * (x[low] - x0))
+    return d
 
 
 def bethe(bg, mass, z2, mat: Material, electron=None, t_cut=None):
@@ -179,18 +184,22 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         bestk = np.full(n, -1, np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = 1.0 / (2 * rho * d)
-            for dk in (-1, 0, 1):
-                k = np.clip(st["lo"] + dk, 0, len(M.r) - 1)
-                kap = (M.r2[k] - d2 - rho * rho) * inv
-                ok = np.abs(kap) <= 1
-                if not ok.any():
+            rho2 = rho * rho
+            lo = st["lo"]
+            for k in (np.maximum(lo - 1, 0), lo, np.minimum(lo + 1, len(M.r) - 1)):
+                kap = (M.r2[k] - d2 - rho2) * inv
+                # only the particles whose circle meets this surface (often few)
+                ok = np.nonzero(np.abs(kap) <= 1)[0]
+                if not len(ok):
                     continue
-                acs = np.arccos(np.clip(kap, -1, 1))
+                acs = np.arccos(kap[ok])
+                rho_o, mh_o, ac_o, a0_o = rho[ok], -h[ok], ac[ok], a0[ok]
                 for sgn in (1.0, -1.0):
-                    arc = rho * np.mod(-h * (ac + sgn * acs - a0), TWO_PI)
-                    good = ok & (arc > EPS_ARC) & (arc < best)
-                    best = np.where(good, arc, best)
-                    bestk = np.where(good, k, bestk)
+                    arc = rho_o * np.mod(mh_o * (ac_o + sgn * acs - a0_o), TWO_PI)
+                    good = (arc > EPS_ARC) & (arc < best[ok])
+                    gi = ok[good]
+                    best[gi] = arc[good]
+                    bestk[gi] = k[gi]
         reach_mat = np.isfinite(best)
         # a particle that can reach neither a material surface nor a layer is done
         rlo, rhi = np.abs(d - rho), d + rho
@@ -300,7 +309,10 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         # delta electrons, produced at a random point of the step on the helix
         if cfg.delta_rays:
             for mean, t_min in ((ndel, cfg.delta_t_min_gev), (ndel_solid, cfg.delta_t_min_solid_gev)):
-                nd = rng.poisson(mean)
+                # Poisson(0) draws no random number: sampling the non-zero means alone is the same
+                nz = np.nonzero(mean)[0]
+                nd = np.zeros(n, np.int64)
+                nd[nz] = rng.poisson(mean[nz])
                 if nd.any():
                     new.append(_make_deltas(st, nd, t_min, x0_, y0_, z0_, cx, cy, rho, a0, da, s, pz, p, cfg, rng, reg))
         # momentum loss and scattering
