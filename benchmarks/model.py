@@ -16,11 +16,9 @@ prints one JSON object as its last line and writes benchmarks/results/model.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -29,7 +27,8 @@ from fm4npp.model.flops import flops_per_token
 from fm4npp.model.presets import get_preset
 from fm4npp.model.ssd import ssd_chunked, ssd_recurrent
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _report import emit
+
 
 
 def _timed(fn) -> float:
@@ -185,9 +184,7 @@ def main(argv=None) -> int:
         "scan_speedup_forward_wall>=20": scan["forward"]["speedup"] >= 20,
         "scan_speedup_forward_cpu>=20": scan["forward"]["cpu_speedup"] >= 20,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "model.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    emit("model", result)
     return 0
 
 

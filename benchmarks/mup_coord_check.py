@@ -15,10 +15,8 @@ writes benchmarks/results/mup_coord_check.{json,png}; prints the JSON as its las
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +25,8 @@ from fm4npp.model import mup
 from fm4npp.model.backbone import FM4NPP
 from fm4npp.model.config import ModelConfig
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _report import RESULTS, emit
+
 ACTS = ("bc", "mixer", "hidden", "preds")
 
 
@@ -137,9 +136,7 @@ def main(argv=None):
     result["mup_flat"] = result["max_abs_slope"]["mup"] < 0.25 < result["max_abs_slope"]["sp"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(result, RESULTS / "mup_coord_check.png")
-    text = json.dumps(result)
-    (RESULTS / "mup_coord_check.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(text)
+    emit("mup_coord_check", result)
     return 0 if all(math.isfinite(x) for v in slopes.values() for x in v.values()) else 1
 
 

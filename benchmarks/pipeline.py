@@ -18,12 +18,13 @@ Prints one JSON object as its last line and writes benchmarks/results/pipeline.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -213,10 +214,7 @@ def main() -> int:
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
     result["meets_target"] = bool(result["overhead_ratio"] <= 1.5)
-    out = ROOT / "benchmarks" / "results" / "pipeline.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    emit("pipeline", result)
     return 0
 
 

@@ -14,12 +14,13 @@ Prints one JSON object as its last line and writes benchmarks/results/pretrain.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -126,10 +127,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "mlflow": runs.tracking_uri(),
     }
-    res = ROOT / "benchmarks" / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    (res / "pretrain.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
+    emit("pretrain", out)
     return 0
 
 

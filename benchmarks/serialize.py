@@ -20,7 +20,6 @@ Prints one JSON object as its last line and writes benchmarks/results/serialize.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from _report import emit
 
 
 def load_events(n: int, data: str | None, seed: int = 0) -> list[dict]:
@@ -151,10 +152,7 @@ def main() -> int:
         "target_speedup": 10.0,
     })
     result["meets_target"] = bool(result["knn_speedup_vs_best_dense"] >= 10.0 and exact)
-    out = ROOT / "benchmarks" / "results" / "serialize.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    emit("serialize", result)
     return 0
 
 

@@ -11,10 +11,11 @@ Prints one JSON object as the last stdout line and writes benchmarks/results/sim
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from _report import emit
 
 PYTHIA_REFERENCE = 3700.0  # events/s/core the issue quotes for PYTHIA alone
 TARGET = 300.0
@@ -73,13 +74,10 @@ def main() -> dict:
         "generator_dnch_deta_eta05": c["generator_dnch_deta_eta05"],
         "physics": summary,
     }
-    out = Path(__file__).resolve().parent / "results" / "simulate.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"PYTHIA only: {result['pythia_events_per_s_per_core']:.0f} events/s/core; "
           f"end-to-end: {result['e2e_events_per_s_per_core']:.0f} events/s/core "
           f"({result['e2e_events_per_s_wall']:.0f}/s wall); target {TARGET:.0f}")
-    print(json.dumps(result))
+    emit("simulate", result)
     return result
 
 
