@@ -95,7 +95,7 @@ def fig6(study: str, out: Path, metrics: dict | None = None) -> dict:
     return data
 
 
-def fig7(study: str, out: Path, metric: str = "") -> dict:
+def fig7(study: str, out: Path, metric: str = "", task: str = "") -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,10 +103,12 @@ def fig7(study: str, out: Path, metric: str = "") -> dict:
 
     from fm4npp.downstream.studies import PRIMARY, label_saving_factor, load_study_cells
 
-    cells = load_study_cells(study)
+    # several studies may share one curve (e.g. the full-data cells of the model-size study)
+    cells = [c for s in study.split(",") for c in load_study_cells(s)]
+    task = task or (cells[0]["task"] if cells else "")
+    cells = [c for c in cells if c["task"] == task]
     if not cells:
-        raise SystemExit(f"no finished cells for study {study!r}")
-    task = cells[0]["task"]
+        raise SystemExit(f"no finished {task or ''} cells for study {study!r}")
     metric = metric or PRIMARY[task]
     for c in cells:
         c["group"] = c["backbone"] if c["source"] == "fm" else "AdapterOnly"
@@ -208,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="fig", required=True)
     for name in ("fig6", "fig7"):
         s = sub.add_parser(name)
-        s.add_argument("--study", required=True)
+        s.add_argument("--study", required=True, help="study name (fig7: comma-separated names are merged)")
         s.add_argument("--out", required=True)
         s.add_argument("--metric", default="", help="metric to plot (default: the task's primary)")
+    s.add_argument("--task", default="", help="fig7: task of the curve (default: the first cell's)")
     s = sub.add_parser("table", help="Table-2-style table of a study's cells")
     s.add_argument("--study", required=True)
     s.add_argument("--out", default="", help="also write the table as text here")
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.fig == "fig6":
         fig6(a.study, out, None if not a.metric else {t: a.metric for t in ("tracking", "pid", "noise")})
     elif a.fig == "fig7":
-        fig7(a.study, out, a.metric)
+        fig7(a.study, out, a.metric, a.task)
     else:
         fig8(a.adapter, out, a.event, a.data)
     return 0

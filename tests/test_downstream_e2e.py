@@ -51,7 +51,7 @@ def test_feature_cache_hit_miss_keyed_by_checkpoint(tmp_path, backbone_dir):
     cache = FeatureCache(tmp_path, h)
     first = backbone_states(model, events, cache=cache, batch_size=2)
     assert (cache.hits, cache.misses) == (0, 3)
-    assert first[0].shape == (len(events[0]["energy"]), 2, 8) and first[0].dtype == torch.float16
+    assert first[0].shape == (len(events[0]["energy"]), 3, 8) and first[0].dtype == torch.float16
     again = FeatureCache(tmp_path, h)
     second = backbone_states(model, events, cache=again)
     assert (again.hits, again.misses) == (3, 0)

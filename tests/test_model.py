@@ -86,7 +86,7 @@ def test_right_padding_does_not_change_real_tokens():
     alone = model(coords[1:, :30], energy[1:, :30])
     assert torch.allclose(preds[1, :30], alone[0], atol=1e-5)
     assert torch.isfinite(preds[mask]).all()
-    assert len(hidden) == 2 and hidden[0].shape == (2, L, 16)
+    assert len(hidden) == 3 and hidden[0].shape == (2, L, 16)
     assert preds.shape == (2, L, 10, 3)
     # Gradients stay finite with NaN padding.
     preds[mask].square().mean().backward()

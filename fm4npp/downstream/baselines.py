@@ -45,7 +45,7 @@ class ScratchSource(nn.Module):
         from fm4npp.model.backbone import FM4NPP
 
         self.backbone = FM4NPP(model_cfg)
-        self.mix = LayerMix(model_cfg.n_layers)
+        self.mix = LayerMix(model_cfg.n_layers + 1)  # + the embedding
         self.d_out = model_cfg.d_model
 
     def forward(self, batch: dict) -> torch.Tensor:

@@ -1,11 +1,12 @@
 """Frozen foundation-model features for the adapters, with an on-disk cache.
 
-The pretrained backbone runs once per event in eval mode without gradients; the residual
-stream after every block (FM4NPP.forward(..., return_hidden=True)) is kept per point as
-(N, n_layers, d_model). Adapters see a learnable softmax-weighted mix of the layers
+The pretrained backbone runs once per event in eval mode without gradients; the input
+embedding and the residual stream after every block (FM4NPP.forward(..., return_hidden=True))
+are kept per point as (N, n_layers + 1, d_model). Adapters see a learnable softmax-weighted mix of the layers
 (`LayerMix`). Because the backbone is frozen, these states never change while adapters train,
 so they are cached on disk: one safetensors file per event under
-``<cache_dir>/<checkpoint hash>/<event content hash>.safetensors``. The checkpoint hash covers
+``<cache_dir>/<checkpoint hash>-v<FEATURE_VERSION>/<event content hash>.safetensors``. The
+checkpoint hash covers
 every file of the checkpoint dir; the event hash covers the serialized coordinates and energies
 (so a different serialization, bin file or data set can never hit a stale entry). Cached states
 are stored as float16 (halves the disk and RAM; the adapters train in float32).
@@ -26,6 +27,9 @@ from torch import nn
 from fm4npp.runs import PROJECT_ROOT
 
 DEFAULT_CACHE_DIR = PROJECT_ROOT / ".cache" / "features"
+# Bumped whenever what is stored per event changes (2: the embedding joined the layers), so an
+# old cache is never read as the new layout.
+FEATURE_VERSION = 2
 
 
 def checkpoint_hash(path: str | Path) -> str:
@@ -58,7 +62,7 @@ class FeatureCache:
     """Per-event backbone states on disk, namespaced by checkpoint hash."""
 
     def __init__(self, root: str | Path | None, ckpt_hash: str):
-        self.dir = Path(root or DEFAULT_CACHE_DIR) / ckpt_hash[:24]
+        self.dir = Path(root or DEFAULT_CACHE_DIR) / f"{ckpt_hash[:24]}-v{FEATURE_VERSION}"
         self.hits = 0
         self.misses = 0
 
@@ -110,7 +114,7 @@ def backbone_states(
     batch_size: int = 8,
     progress: bool = False,
 ) -> list[torch.Tensor]:
-    """Per event, the frozen backbone's hidden states (N_i, n_layers, d_model), float16.
+    """Per event, the frozen backbone's hidden states (N_i, n_layers + 1, d_model), float16.
 
     Events already in ``cache`` are read back; the others run through ``model`` (eval mode, no
     grad) in padded batches of events of similar length, and are written to the cache.
@@ -130,7 +134,7 @@ def backbone_states(
         energy = pad_points([events[i]["energy"] for i in idx], dtype=torch.float32)
         mask = points_mask(lengths)
         _, hidden = model(coords, energy, mask, return_hidden=True)
-        states = torch.stack(hidden, dim=2)  # (B,L,n_layers,d)
+        states = torch.stack(hidden, dim=2)  # (B,L,n_layers+1,d)
         for j, i in enumerate(idx):
             s = states[j, : lengths[j]].to(torch.float16).contiguous()
             out[i] = s

@@ -104,7 +104,7 @@ def build_source(cfg: FinetuneConfig, model_cfg=None) -> nn.Module:
     if cfg.source == "raw":
         return RawSource(cfg.raw_n_freq)
     if cfg.source == "fm":
-        return FrozenFMSource(model_cfg.n_layers, model_cfg.d_model)
+        return FrozenFMSource(model_cfg.n_layers + 1, model_cfg.d_model)  # + the embedding
     return ScratchSource(model_cfg)
 
 

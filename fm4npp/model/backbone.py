@@ -56,15 +56,16 @@ class FM4NPP(nn.Module):
     def forward(self, coords, energy, mask=None, return_hidden=False):
         """coords (b, l, 3), energy (b, l), mask (b, l) bool True = real point (right padding).
 
-        Returns preds (b, l, k, 3) and, if return_hidden, the residual stream after every block
-        (list of n_layers tensors (b, l, d_model)). Padding inputs are zeroed so that whatever
+        Returns preds (b, l, k, 3) and, if return_hidden, the input embedding followed by the
+        residual stream after every block (list of n_layers + 1 tensors (b, l, d_model); the
+        embedding first, as in HF transformers, so adapters can fall back on the inputs). Padding inputs are zeroed so that whatever
         they hold (even NaN) cannot leak into real points, forward or backward.
         """
         if mask is not None:
             coords = coords.masked_fill(~mask.unsqueeze(-1), 0.0)
             energy = energy.masked_fill(~mask, 0.0)
         x = self.embed(coords, energy)
-        hidden = []
+        hidden = [x] if return_hidden else []
         for blk in self.blocks:
             x = blk(x, mask)
             if return_hidden:
