@@ -12,7 +12,7 @@ from fm4npp.serialize import events as ev_mod
 from fm4npp.serialize.bins import BinsError, fit_bins, load_bins, save_bins
 from fm4npp.serialize.config import SerializeConfig
 from fm4npp.serialize.coords import ETA, PHI, R, detector_geometry, normalised_coords
-from fm4npp.serialize.knn import dense_next_neighbor_indices, next_neighbor_indices
+from fm4npp.serialize.knn import dense_next_neighbor_indices, next_neighbor_indices, next_neighbors, pair_sq_dist
 from fm4npp.serialize.order import hilbert_index, morton_index, quantise, serialize_order
 
 ORDERS = ("raster", "radial", "zorder", "hilbert", "random")
@@ -54,6 +54,14 @@ def test_knn_equals_brute_force_on_random_points_with_ties(periodic):
             ref = dense_next_neighbor_indices(c, k, periodic_phi=periodic)
             assert fast.dtype == np.int64 and fast.shape == (n, k)
             np.testing.assert_array_equal(fast, ref)
+            # The returned squared distances are the reference formula's, bit for bit.
+            idx, sq = next_neighbors(c, k, periodic_phi=periodic)
+            np.testing.assert_array_equal(idx, ref)
+            c64 = c.astype(np.float64)
+            if periodic:
+                c64[:, 1] = np.mod(c64[:, 1], 1.0)
+            want = np.where(idx >= 0, pair_sq_dist(c64[:, None, :], c64[np.maximum(idx, 0)], periodic), np.inf)
+            np.testing.assert_array_equal(sq, want)
 
 
 @pytest.mark.parametrize("periodic", [False, True])

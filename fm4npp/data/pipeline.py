@@ -262,12 +262,23 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
     from fm4npp.data.io import shard_paths
 
     check_compatible(bins, cfg.serialize)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
     paths = [str(p) for p in shard_paths(data_dir)]
-    ds = ray.data.read_parquet(paths, num_cpus=cfg.read_num_cpus).select_columns(READ_COLUMNS)
-    # The reader coalesces small files into big blocks, and one block feeds one actor at a
-    # time: cut blocks to map_batch_size events (streaming, no shuffle) so all actors work.
-    ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)
+    # Ray 2.60's V2 Parquet reader starts a footer-reader actor (a new worker process, ~1.5
+    # CPU-s) and a listing task on every execution, i.e. every epoch; the V1 reader plans in
+    # the driver. One read task at a time: reading is ~10x cheaper than serializing, and each
+    # extra concurrent task is another worker process to start.
+    use_v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        ds = ray.data.read_parquet(paths, columns=READ_COLUMNS, num_cpus=cfg.read_num_cpus,
+                                   concurrency=cfg.read_concurrency)
+    finally:
+        ctx.use_datasource_v2 = use_v2
+    if len(paths) < 2 * cfg.num_actors:
+        # One block (a file) feeds one actor at a time: with too few files for the pool, cut
+        # blocks to map_batch_size events (streaming, no shuffle) so all actors work.
+        ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)
     return ds.map_batches(
         SerializeBatch,
         fn_constructor_kwargs={"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split},

@@ -223,7 +223,7 @@ def fit_bins(events, cfg: SerializeConfig, source: str = "") -> Bins:
 
     Events with fewer than 2 points, and (cap policy "drop") events over the cap, are skipped.
     """
-    from fm4npp.serialize.knn import mean_neighbor_distance, next_neighbor_indices
+    from fm4npp.serialize.knn import mean_neighbor_distance, next_neighbors
 
     ranges = resolved_ranges(cfg)
     geo = detector_geometry(cfg.detector)
@@ -238,8 +238,7 @@ def fit_bins(events, cfg: SerializeConfig, source: str = "") -> Bins:
         phis.append(coords[:, PHI])
         etas.append(coords[:, ETA])
         energies.append(np.asarray(ev["hit_energy"], dtype=np.float64))
-        idx = next_neighbor_indices(coords, cfg.k, cfg.periodic_phi)
-        d, d2 = mean_neighbor_distance(coords, idx, cfg.periodic_phi)
+        d, d2 = mean_neighbor_distance(next_neighbors(coords, cfg.k, cfg.periodic_phi)[1])
         md.append(d)
         msd.append(d2)
         n_events += 1

@@ -20,7 +20,7 @@ import numpy as np
 from fm4npp.serialize.bins import Bins
 from fm4npp.serialize.config import SerializeConfig
 from fm4npp.serialize.coords import normalised_coords, standardised_energy
-from fm4npp.serialize.knn import gather_targets, mean_neighbor_distance, next_neighbor_indices
+from fm4npp.serialize.knn import gather_targets, mean_neighbor_distance, next_neighbors
 from fm4npp.serialize.order import serialize_order
 
 # Counter keys, so callers can rely on them.
@@ -78,9 +78,9 @@ def serialize_event(event: dict, bins: Bins, cfg: SerializeConfig, stats: Counte
     perm = serialize_order(coords, cfg.order, bins, _event_rng(cfg, event_id) if cfg.order == "random" else None,
                            cfg.box_order)
     coords = coords[perm]
-    idx = next_neighbor_indices(coords, cfg.k, cfg.periodic_phi)
+    idx, sq_dist = next_neighbors(coords, cfg.k, cfg.periodic_phi)
     targets, target_mask = gather_targets(coords, idx)
-    mean_d, _ = mean_neighbor_distance(coords, idx, cfg.periodic_phi)
+    mean_d, _ = mean_neighbor_distance(sq_dist)
 
     out = {
         "coords": coords,
