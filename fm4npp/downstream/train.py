@@ -134,9 +134,13 @@ def train(model: DownstreamModel, cfg: FinetuneConfig, train_events, train_state
     """AdamW with linear warmup + cosine decay; keeps the weights of the best val-loss epoch."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    backbone = [p for n, p in model.named_parameters() if n.startswith("source.backbone.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("source.backbone.") and p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    backbone = [p for n, p in named if n.startswith("source.backbone.")]
+    mix = [p for n, p in named if n.endswith("mix.logits")]
+    rest = [p for n, p in named if not n.startswith("source.backbone.") and not n.endswith("mix.logits")]
     groups = [{"params": rest, "lr": cfg.lr}]
+    if mix:  # no weight decay: it would pull the mix back to uniform
+        groups.append({"params": mix, "lr": cfg.mix_lr, "weight_decay": 0.0})
     if backbone:
         groups.append({"params": backbone, "lr": cfg.backbone_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
