@@ -90,13 +90,58 @@ def test_layer_mix_is_a_convex_combination():
     assert mix.logits.grad is not None
 
 
+def test_fm_layers_selects_cached_states():
+    from fm4npp.downstream.config import FinetuneConfig
+    from fm4npp.downstream.features import FrozenFMSource
+
+    states = torch.randn(2, 5, 4, 6)  # backbone with 3 blocks: embedding + 3 states
+    cfg = FinetuneConfig(source="fm", backbone="x", fm_layers="0")
+    only_embedding = FrozenFMSource(cfg.layer_indices(4), 6)
+    assert torch.allclose(only_embedding({"states": states}),
+                          torch.nn.functional.layer_norm(states[:, :, 0], (6,)), atol=1e-6)
+    two = FrozenFMSource(FinetuneConfig(source="fm", backbone="x", fm_layers="0,3").layer_indices(4), 6)
+    mean = torch.nn.functional.layer_norm(states[:, :, [0, 3]], (6,)).mean(2)  # equal weights at init
+    assert torch.allclose(two({"states": states}), mean, atol=1e-6)
+    assert FinetuneConfig(source="fm", backbone="x").layer_indices(4) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="out of range"):
+        FinetuneConfig(source="fm", backbone="x", fm_layers="4").layer_indices(4)
+    with pytest.raises(ValueError, match="fm_layers"):
+        FinetuneConfig(source="fm", backbone="x", fm_layers="last")
+
+
+def test_whitening_decorrelates_and_keeps_information():
+    from fm4npp.downstream.features import Whitening
+
+    g = torch.Generator().manual_seed(0)
+    # two groups of ill-conditioned features: variances spanning 1e4 in rotated directions
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
+    z = torch.randn(20000, 2, 5, generator=g) * torch.tensor([100.0, 10.0, 1.0, 0.3, 1.0])
+    x = z @ q.T + torch.tensor([3.0, -1.0, 0.0, 2.0, 5.0])
+    w = Whitening(2, 5, eps=1e-9).fit(x)
+    y = w(x)
+    for grp in range(2):
+        assert torch.allclose(torch.cov(y[:, grp].T), torch.eye(5), atol=1e-3)
+        assert y[:, grp].mean(0).abs().max() < 1e-4
+    # invertible: the original features come back exactly (up to float32 round-off)
+    back = torch.linalg.solve(w.matrix[0], y[:, 0].T).T + w.mean[0]
+    assert torch.allclose(back, x[:, 0], atol=1e-3)
+    # eps floors small eigenvalues so dead directions are not blown up
+    capped = Whitening(1, 5, eps=1e-2).fit(x[:, :1])
+    assert torch.cov(capped(x[:, :1])[:, 0].T).diagonal().min() < 0.5
+    # unfitted = identity; the fit travels in the state dict (saved with the adapter)
+    assert torch.equal(Whitening(2, 5)(x), x)
+    fresh = Whitening(2, 5)
+    fresh.load_state_dict(w.state_dict())
+    assert torch.equal(fresh(x), y)
+
+
 def test_cli_finetune_and_evaluate(tmp_path, data_dir, backbone_dir, capsys):
     from fm4npp.cli import main
 
     out = tmp_path / "adapter"
     common = ["--data", str(data_dir), "--backbone", str(backbone_dir), "--epochs", "1",
               "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "val_events=0",
-              "--set", "tracking.n_queries=6", "--set", "tracking.n_layers=1"]
+              "--set", "tracking.n_queries=6", "--set", "tracking.n_layers=1", "--set", "whiten_eps=1e-3"]
     assert main(["finetune", "--task", "tracking", "--source", "fm", "--out", str(out)] + common) == 0
     text = capsys.readouterr().out
     assert "FM4NPP" in text and "ARI" in text

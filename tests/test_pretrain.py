@@ -38,6 +38,20 @@ def test_overrides_are_typed_and_run_name_is_stable(tmp_path):
         cfg.replace(batch_size=5, workers=2).resolved()
 
 
+def test_architecture_overrides_reach_the_model(tmp_path):
+    from fm4npp.model.backbone import FM4NPP
+    from fm4npp.model.presets import get_preset
+    from fm4npp.pretrain.loop import model_config_for
+
+    cfg = PretrainConfig(preset="w16", data=str(tmp_path)).with_overrides(["n_freq=6", "n_layers=2"])
+    mcfg = model_config_for(cfg, k=5)
+    assert (mcfg.n_freq, mcfg.n_layers, mcfg.k) == (6, 2, 5)
+    assert FM4NPP(mcfg).embed.position.in_features == 3 * (1 + 2 * 6)
+    assert model_config_for(PretrainConfig(preset="w16"), k=5).n_freq == get_preset("w16").n_freq
+    with pytest.raises(ValueError, match="n_freq"):
+        cfg.replace(n_freq=-1).resolved()
+
+
 def test_loss_is_paper_formula_with_masks():
     g = torch.Generator().manual_seed(0)
     B, L, k = 3, 5, 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fm4npp.downstream.features import LayerMix
+from fm4npp.downstream.features import LayerMix, Whitening, sample_points
 
 
 def raw_features(coords: torch.Tensor, energy: torch.Tensor, n_freq: int) -> torch.Tensor:
@@ -26,13 +26,22 @@ def raw_features(coords: torch.Tensor, energy: torch.Tensor, n_freq: int) -> tor
 class RawSource(nn.Module):
     kind = "raw"
 
-    def __init__(self, n_freq: int = 6):
+    def __init__(self, n_freq: int = 6, whiten_eps: float = 0.0):
         super().__init__()
         self.n_freq = n_freq
         self.d_out = 1 + 3 * (1 + 2 * n_freq)
+        self.whitening = Whitening(1, self.d_out, whiten_eps) if whiten_eps > 0 else None
+
+    def fit_whitening(self, events, states, max_points: int) -> None:
+        if self.whitening is not None:
+            pts = sample_points([raw_features(torch.as_tensor(e["coords"], dtype=torch.float32),
+                                              torch.as_tensor(e["energy"], dtype=torch.float32),
+                                              self.n_freq) for e in events], max_points)
+            self.whitening.fit(pts[:, None])
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return raw_features(batch["coords"], batch["energy"], self.n_freq)
+        x = raw_features(batch["coords"], batch["energy"], self.n_freq)
+        return x if self.whitening is None else self.whitening(x.unsqueeze(-2)).squeeze(-2)
 
 
 class ScratchSource(nn.Module):

@@ -70,6 +70,12 @@ class FinetuneConfig:
     # The softmax layer-mix logits: a handful of scalars with small gradients; at `lr` they
     # stayed within 0.18-0.22 of uniform after 1,500 steps (5 layers), i.e. never chose.
     mix_lr: float = 1e-2
+    # Which cached layers the FM adapter mixes: comma list, 0 = input embedding, i = block i;
+    # "" = all of them. Probes which depth carries what a task needs.
+    fm_layers: str = ""
+    # Fixed ZCA whitening of the frozen point features (fm and raw sources), fitted on training
+    # points; the value is the eigenvalue floor relative to the largest (0 = no whitening).
+    whiten_eps: float = 0.0
     backbone_lr: float = 2e-4  # scratch only: the backbone trains end to end at this lr
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -90,8 +96,20 @@ class FinetuneConfig:
             raise ValueError("source 'fm' needs a pretrained backbone directory (backbone=...)")
         if self.source == "scratch" and not (self.backbone or self.preset):
             raise ValueError("source 'scratch' needs a preset or a backbone dir (for its config)")
+        if self.fm_layers and not all(t.strip().isdigit() for t in self.fm_layers.split(",")):
+            raise ValueError(f"fm_layers must be a comma list of layer indices, got {self.fm_layers!r}")
         if self.tracking.noise_in_masks not in ("ignore", "negative"):
             raise ValueError("tracking.noise_in_masks must be 'ignore' or 'negative'")
+
+    def layer_indices(self, n_states: int) -> list[int]:
+        """The fm_layers selection for a backbone with ``n_states`` (= n_layers + 1) states."""
+        if not self.fm_layers:
+            return list(range(n_states))
+        idx = [int(t) for t in self.fm_layers.split(",")]
+        bad = [i for i in idx if i >= n_states]
+        if bad:
+            raise ValueError(f"fm_layers {bad} out of range: the backbone has states 0..{n_states - 1}")
+        return idx
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

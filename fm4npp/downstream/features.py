@@ -148,35 +148,97 @@ def backbone_states(
     return out  # type: ignore[return-value]
 
 
+class Whitening(nn.Module):
+    """Fixed ZCA whitening of point features, one transform per group (= backbone layer).
+
+    Fitted once on training points (no labels) and frozen. Why: the pretrained embedding of
+    w64 maps its inputs with condition number ~5e3, and half of the (layer-normalised) feature
+    directions carry < 1e-3 of the top variance, while raw NeRF inputs are unit-scale sines.
+    A linear projection trained by Adam on such inputs learns the weak directions slowly.
+    Whitening is an invertible linear map, so it changes the conditioning, not what the
+    adapter's linear projection can express. ``eps`` (relative to each group's top eigenvalue)
+    caps the gain so float16 noise in dead directions is not blown up. Unfitted = identity.
+    """
+
+    def __init__(self, n_groups: int, d: int, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(n_groups, d))
+        self.register_buffer("matrix", torch.eye(d).repeat(n_groups, 1, 1))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> "Whitening":
+        """x (P, n_groups, d) training points."""
+        x = x.double()
+        for g in range(x.shape[1]):
+            xg = x[:, g]
+            mu = xg.mean(0)
+            evals, evecs = torch.linalg.eigh(torch.cov((xg - mu).T))
+            evals = evals.clamp_min(0) + self.eps * evals.max()
+            self.mean[g] = mu.float()
+            self.matrix[g] = (evecs @ torch.diag(evals.rsqrt()) @ evecs.T).float()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., n_groups, d) -> the same shape, whitened per group."""
+        return torch.einsum("...gd,gde->...ge", x - self.mean, self.matrix)
+
+
 class LayerMix(nn.Module):
     """Learnable softmax-weighted sum over backbone layers: (B,L,n_layers,d) -> (B,L,d).
 
     Each layer is first layer-normalised (no affine): the residual stream grows with depth,
     and without this the softmax weights would mostly learn the scale, not the choice of layer.
+    ``whitening`` (optional, fixed) is applied per layer after the normalisation.
     """
 
     def __init__(self, n_layers: int):
         super().__init__()
         self.logits = nn.Parameter(torch.zeros(n_layers))
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        states = F.layer_norm(states.float(), states.shape[-1:])
+    @staticmethod
+    def normalise(states: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(states.float(), states.shape[-1:])
+
+    def forward(self, states: torch.Tensor, whitening: Whitening | None = None) -> torch.Tensor:
+        states = self.normalise(states)
+        if whitening is not None:
+            states = whitening(states)
         w = torch.softmax(self.logits, 0)
         return torch.einsum("blnd,n->bld", states, w)
 
 
 class FrozenFMSource(nn.Module):
-    """Feature source for the FM adapters: cached frozen states -> LayerMix (trainable)."""
+    """Feature source for the FM adapters: cached frozen states -> [whitening] -> LayerMix."""
 
     kind = "fm"
 
-    def __init__(self, n_layers: int, d_model: int):
+    def __init__(self, layers: Sequence[int], d_model: int, whiten_eps: float = 0.0):
         super().__init__()
-        self.mix = LayerMix(n_layers)
+        self.register_buffer("layers", torch.as_tensor(list(layers), dtype=torch.long), persistent=False)
+        self.mix = LayerMix(len(layers))
+        self.whitening = Whitening(len(layers), d_model, whiten_eps) if whiten_eps > 0 else None
         self.d_out = d_model
 
+    def _select(self, states: torch.Tensor) -> torch.Tensor:
+        return states.index_select(-2, self.layers)
+
+    def fit_whitening(self, events: Sequence[dict], states: Sequence[torch.Tensor], max_points: int) -> None:
+        if self.whitening is not None:
+            pts = sample_points([self._select(s) for s in states], max_points)
+            self.whitening.fit(self.mix.normalise(pts))
+
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.mix(batch["states"])
+        return self.mix(self._select(batch["states"]), self.whitening)
+
+
+def sample_points(per_event: Sequence[torch.Tensor], max_points: int, seed: int = 0) -> torch.Tensor:
+    """All points of all events stacked, or a seeded uniform sample of ``max_points`` of them."""
+    x = torch.cat([torch.as_tensor(t) for t in per_event])
+    if x.shape[0] > max_points:
+        g = torch.Generator().manual_seed(seed)
+        x = x[torch.randperm(x.shape[0], generator=g)[:max_points]]
+    return x
 
 
 def load_backbone(path: str | Path):

@@ -29,6 +29,7 @@ from fm4npp.metrics.classification import NOISE_NAMES, PID_NAMES, classification
 from fm4npp.metrics.tracking import tracking_metrics
 
 CLASS_NAMES = {"pid": PID_NAMES, "noise": NOISE_NAMES}
+WHITEN_FIT_POINTS = 200_000  # training points the whitening is fitted on (a seeded sample)
 
 
 def task_labels(task: str, event: dict) -> np.ndarray:
@@ -102,9 +103,9 @@ def build_source(cfg: FinetuneConfig, model_cfg=None) -> nn.Module:
     from fm4npp.downstream.baselines import RawSource, ScratchSource
 
     if cfg.source == "raw":
-        return RawSource(cfg.raw_n_freq)
-    if cfg.source == "fm":
-        return FrozenFMSource(model_cfg.n_layers + 1, model_cfg.d_model)  # + the embedding
+        return RawSource(cfg.raw_n_freq, cfg.whiten_eps)
+    if cfg.source == "fm":  # n_layers + 1: the embedding is state 0
+        return FrozenFMSource(cfg.layer_indices(model_cfg.n_layers + 1), model_cfg.d_model, cfg.whiten_eps)
     return ScratchSource(model_cfg)
 
 
@@ -322,6 +323,8 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
     if cfg.task != "tracking":
         weights = class_weights([task_labels(cfg.task, e) for e in train_ev], len(CLASS_NAMES[cfg.task]),
                                 cfg.classifier.class_weight_power)
+    if hasattr(source, "fit_whitening"):
+        source.fit_whitening(train_ev, states["train"], WHITEN_FIT_POINTS)
     model = DownstreamModel(cfg.task, source, cfg, weights)
     t_train = time.time()
     fit = train(model, cfg, train_ev, states["train"], val_ev, states["val"], log=log)

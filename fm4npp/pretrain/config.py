@@ -21,6 +21,7 @@ from fm4npp.runs import PROJECT_ROOT
 class PretrainConfig:
     preset: str = "w32"  # model preset name (fm4npp.model.presets.PRESETS)
     n_layers: int = 0  # override the preset's depth (0 = the preset's)
+    n_freq: int = 0  # override the preset's NeRF frequencies (0 = the preset's)
     data: str = ""  # data set directory: Parquet shards + manifest.json
     bins: str = ""  # serialization bins JSON; "" = <data>/bins.json
     steps: int = 1000  # optimizer steps in total (the cosine schedule ends here)
@@ -99,6 +100,7 @@ class PretrainConfig:
         bins = Path(self.bins).expanduser().resolve() if self.bins else data / "bins.json"
         checks = [
             (self.steps >= 1, "steps must be >= 1"),
+            (self.n_layers >= 0 and self.n_freq >= 0, "n_layers and n_freq must be >= 0 (0 = preset's)"),
             (self.workers >= 1, "workers must be >= 1"),
             (self.batch_size >= self.workers, "batch_size (global) must be >= workers"),
             (self.batch_size % self.workers == 0, "batch_size must be divisible by workers"),

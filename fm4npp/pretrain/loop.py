@@ -175,6 +175,8 @@ def model_config_for(cfg: PretrainConfig, k: int):
     changes = {"k": int(k)}
     if cfg.n_layers:
         changes["n_layers"] = cfg.n_layers
+    if cfg.n_freq:
+        changes["n_freq"] = cfg.n_freq
     if cfg.mup != "preset":
         changes["mup"] = cfg.mup == "on"
     return dataclasses.replace(mcfg, **changes)
