@@ -161,7 +161,7 @@ def embeddings_for_event(adapter_dir: str, event_index: int = 0, data: str = "",
     ev = load_split(cfg, cfg.test_split, event_index + 1, extra)[event_index]
     states = backbone_states(backbone, [ev])[0]
     with torch.no_grad():
-        fm = model.source.mix(states[None])[0]  # (N, d_model) what the adapter receives
+        fm = model.source({"states": states[None]})[0]  # (N, d_model) what the adapter receives
         post = model.adapter.embed(fm[None])[0]  # after the single linear map
     tid = np.asarray(ev["track_id"])
     keep = ~np.asarray(ev["noise"], bool) & (tid >= 0)

@@ -141,7 +141,7 @@ def test_cli_finetune_and_evaluate(tmp_path, data_dir, backbone_dir, capsys):
     out = tmp_path / "adapter"
     common = ["--data", str(data_dir), "--backbone", str(backbone_dir), "--epochs", "1",
               "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "val_events=0",
-              "--set", "tracking.n_queries=6", "--set", "tracking.n_layers=1", "--set", "whiten_eps=1e-3"]
+              "--set", "tracking.n_queries=6", "--set", "tracking.n_layers=1"]
     assert main(["finetune", "--task", "tracking", "--source", "fm", "--out", str(out)] + common) == 0
     text = capsys.readouterr().out
     assert "FM4NPP" in text and "ARI" in text

@@ -133,6 +133,20 @@ def test_resume_and_killed_worker_match_uninterrupted(shared, data_dir):
     assert again["val_mse"] == pytest.approx(ref["val_mse"], rel=1e-6)
 
 
+def test_continued_pretraining_starts_from_the_weights(shared, data_dir):
+    from fm4npp.pretrain.run import run_pretraining
+
+    ref, tmp = shared["ref"], shared["tmp"]
+    more = run_pretraining(_cfg(data_dir, tmp, run_name="more", steps=2, init_from=ref["checkpoint"]),
+                           datasets=shared["datasets"])
+    # the first step already sees the trained model: far below the fresh run's first loss
+    first = _curve(more["mlflow_run_id"])[0]
+    assert first < 0.5 * shared["curve"][0]
+    assert more["steps"] == 2 and more["D"] > ref["D"] and more["C"] > ref["C"]  # totals carry over
+    with pytest.raises(ValueError, match="init_from"):
+        _cfg(data_dir, tmp, init_from=str(tmp)).resolved()
+
+
 def test_refuses_missing_or_changed_bins(data_dir, tmp_path, mlflow_db):
     import shutil
 

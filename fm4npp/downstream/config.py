@@ -75,7 +75,9 @@ class FinetuneConfig:
     fm_layers: str = ""
     # Fixed ZCA whitening of the frozen point features (fm and raw sources), fitted on training
     # points; the value is the eigenvalue floor relative to the largest (0 = no whitening).
-    whiten_eps: float = 0.0
+    # On 2,401 labelled events it lifted tracking ARI for both: FM 0.633 -> 0.702, AdapterOnly
+    # 0.739 -> 0.754 (seed 0).
+    whiten_eps: float = 1e-3
     backbone_lr: float = 2e-4  # scratch only: the backbone trains end to end at this lr
     weight_decay: float = 0.01
     grad_clip: float = 1.0

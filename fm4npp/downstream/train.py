@@ -445,7 +445,8 @@ def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (not a `fm4npp finetune --out` directory?)")
     result = json.loads(path.read_text())
-    cfg = FinetuneConfig.from_dict(result["config"])
+    # adapters saved before whitening existed were trained without it
+    cfg = FinetuneConfig.from_dict({"whiten_eps": 0.0, **result["config"]})
     model_cfg = None
     if cfg.source == "fm" or (cfg.source == "scratch" and not cfg.preset):
         from fm4npp.downstream.features import load_backbone

@@ -47,6 +47,9 @@ class PretrainConfig:
     order: str = ""  # serialization order (raster, radial, ...; "" = serialization default)
     data_fraction: float = 1.0  # nested subset of the training split (1.0 = all)
     mup: str = "preset"  # "preset" = the preset's choice, "on" / "off" to force muP
+    # Continued pretraining: a pretraining checkpoint dir whose weights start this run (fresh
+    # optimizer, schedule and data order; its event/D/C counters carry over so they stay totals).
+    init_from: str = ""
     run_name: str = ""  # stable name (resume key); "" = derived from the config hash
     storage_path: str = str(PROJECT_ROOT / "runs")  # Ray Train checkpoints and run dirs
     experiment: str = "fm4npp-pretrain"  # MLflow experiment
@@ -113,9 +116,15 @@ class PretrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"bad pretraining config: {msg}")
+        init_from = ""
+        if self.init_from:
+            init_from = str(Path(self.init_from).expanduser().resolve())
+            if not (Path(init_from) / "model.safetensors").is_file():
+                raise ValueError(f"bad pretraining config: init_from {init_from} holds no "
+                                 "model.safetensors (not a pretraining checkpoint)")
         warmup = self.warmup if self.warmup >= 0 else max(1, self.steps // 10)
         out = dataclasses.replace(
-            self, data=str(data), bins=str(bins), warmup=min(warmup, self.steps),
+            self, data=str(data), bins=str(bins), warmup=min(warmup, self.steps), init_from=init_from,
             storage_path=str(Path(self.storage_path).expanduser().resolve()),
         )
         if not out.run_name:

@@ -315,6 +315,13 @@ def train_loop_per_worker(config: dict) -> None:
             source.restore(state["data_position"])
             counters = dict(state["counters"])
             start, last_metrics, resumed = int(state["step"]), state.get("metrics"), True
+    elif cfg.init_from:
+        state = load_train_state(cfg.init_from)
+        if state["bins_hash"] != bins_hash:
+            raise ValueError(f"init_from {cfg.init_from} was trained with serialization bins "
+                             f"{state['bins_hash']} but {cfg.bins} has hash {bins_hash}")
+        raw_model.load_state_dict(load_file(os.path.join(cfg.init_from, MODEL_FILE)), strict=True)
+        counters = dict(state["counters"])
     raw_model.to(device)
     model = (ray.train.torch.prepare_model(raw_model, move_to_device=device) if world > 1
              else raw_model)
