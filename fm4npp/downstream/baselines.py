@@ -26,7 +26,7 @@ def raw_features(coords: torch.Tensor, energy: torch.Tensor, n_freq: int) -> tor
 class RawSource(nn.Module):
     kind = "raw"
 
-    def __init__(self, n_freq: int = 6, whiten_eps: float = 0.0):
+    def __init__(self, n_freq: int, whiten_eps: float):
         super().__init__()
         self.n_freq = n_freq
         self.d_out = 1 + 3 * (1 + 2 * n_freq)

@@ -160,7 +160,7 @@ class Whitening(nn.Module):
     caps the gain so float16 noise in dead directions is not blown up. Unfitted = identity.
     """
 
-    def __init__(self, n_groups: int, d: int, eps: float = 1e-3):
+    def __init__(self, n_groups: int, d: int, eps: float):
         super().__init__()
         self.eps = eps
         self.register_buffer("mean", torch.zeros(n_groups, d))
@@ -213,7 +213,7 @@ class FrozenFMSource(nn.Module):
 
     kind = "fm"
 
-    def __init__(self, layers: Sequence[int], d_model: int, whiten_eps: float = 0.0):
+    def __init__(self, layers: Sequence[int], d_model: int, whiten_eps: float):
         super().__init__()
         self.register_buffer("layers", torch.as_tensor(list(layers), dtype=torch.long), persistent=False)
         self.mix = LayerMix(len(layers))

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from dataclasses import dataclass
 
+import numpy as np
+
 from fm4npp.downstream.config import FinetuneConfig
 
 EXPERIMENT = "fm4npp-downstream"
@@ -136,8 +138,6 @@ def label_saving_factor(n_fm, score_fm, n_base, score_base) -> dict:
     already beats the target the factor is only a lower bound (``bound = "lower"``); if the FM
     never reaches it, factor is None.
     """
-    import numpy as np
-
     n_fm, s_fm = np.asarray(n_fm, float), np.asarray(score_fm, float)
     o = np.argsort(n_fm)
     n_fm, s_fm = n_fm[o], s_fm[o]
@@ -158,18 +158,24 @@ def label_saving_factor(n_fm, score_fm, n_base, score_base) -> dict:
 
 
 def study_table(study: str, experiment: str = EXPERIMENT, n_train: int | None = None) -> str:
-    """Table-2-style text of a study's finished cells (largest n_train per row by default)."""
+    """Table-2-style text of a study's finished cells (largest n_train per row by default);
+    a row with several seeds shows each metric's mean over them."""
     from fm4npp.downstream.train import format_table
 
-    rows = {}
+    groups: dict[tuple, list] = {}
     for c in load_study_cells(study, experiment):
-        if n_train is not None and c["n_train"] != n_train:
-            continue
-        key = (c["task"], c["source"], c["backbone"])
-        if key not in rows or c["n_train"] > rows[key]["n_train_events"]:
-            m = c["metrics"]
-            rows[key] = {"task": c["task"], "source": c["source"], "backbone": c["backbone"],
-                         "trainable_params": m.get("trainable_params", float("nan")),
-                         "n_train_events": c["n_train"], "metrics": m}
+        if n_train is None or c["n_train"] == n_train:
+            groups.setdefault((c["task"], c["source"], c["backbone"]), []).append(c)
+    rows, seeds = [], set()
+    for (task, source, backbone), cells in groups.items():
+        n = max(c["n_train"] for c in cells)
+        cells = [c for c in cells if c["n_train"] == n]
+        seeds.add(tuple(sorted(c["seed"] for c in cells)))
+        keys = [k for k, v in cells[0]["metrics"].items() if isinstance(v, (int, float))]
+        m = {k: float(np.mean([c["metrics"].get(k, np.nan) for c in cells])) for k in keys}
+        rows.append({"task": task, "source": source, "backbone": backbone,
+                     "trainable_params": m.get("trainable_params", float("nan")),
+                     "n_train_events": n, "metrics": m})
     order = {"tracking": 0, "pid": 1, "noise": 2}
-    return format_table(sorted(rows.values(), key=lambda r: (order[r["task"]], r["source"] != "fm", r["backbone"])))
+    text = format_table(sorted(rows, key=lambda r: (order[r["task"]], r["source"] != "fm", r["backbone"])))
+    return text + "".join(f"seeds {list(s)}: mean per row\n" for s in sorted(seeds) if len(s) > 1)
