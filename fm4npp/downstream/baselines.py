@@ -1,8 +1,10 @@
 """Baselines trained on the same events with the same adapters.
 
 - AdapterOnly (``RawSource``): the adapter sees raw inputs only: standardised energy, the
-  normalised (r, phi, eta) and, optionally, their NeRF encoding (the same encoding the FM's
-  input embedding uses), so the comparison isolates what pretraining adds.
+  normalised (r, phi, eta) and, optionally, their NeRF encoding (the FM's input embedding uses
+  the same encoding; raw_n_freq 6 vs the presets' 10 scored 0.739 vs 0.725 tracking ARI, so the
+  baseline keeps its better setting), whitened like the FM features, so the comparison isolates
+  what pretraining adds.
 - From scratch (``ScratchSource``): the FM4NPP backbone with random initialisation, trained end
   to end together with the adapter on the labels (no pretraining).
 """

@@ -118,10 +118,13 @@ class PretrainConfig:
                 raise ValueError(f"bad pretraining config: {msg}")
         init_from = ""
         if self.init_from:
+            from fm4npp.pretrain.loop import MODEL_FILE, STATE_FILE
+
             init_from = str(Path(self.init_from).expanduser().resolve())
-            if not (Path(init_from) / "model.safetensors").is_file():
-                raise ValueError(f"bad pretraining config: init_from {init_from} holds no "
-                                 "model.safetensors (not a pretraining checkpoint)")
+            missing = [f for f in (MODEL_FILE, STATE_FILE) if not (Path(init_from) / f).is_file()]
+            if missing:
+                raise ValueError(f"bad pretraining config: init_from {init_from} lacks {missing} "
+                                 "(not a pretraining checkpoint)")
         warmup = self.warmup if self.warmup >= 0 else max(1, self.steps // 10)
         out = dataclasses.replace(
             self, data=str(data), bins=str(bins), warmup=min(warmup, self.steps), init_from=init_from,
