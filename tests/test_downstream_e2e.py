@@ -109,6 +109,29 @@ def test_fm_layers_selects_cached_states():
         FinetuneConfig(source="fm", backbone="x", fm_layers="last")
 
 
+def test_fm_combine_concat_keeps_every_layer_apart():
+    from fm4npp.downstream.config import FinetuneConfig
+    from fm4npp.downstream.features import FrozenFMSource
+
+    states = torch.randn(2, 5, 4, 6)
+    cat = FrozenFMSource([0, 2, 3], 6, whiten_eps=0, combine="concat")
+    out = cat({"states": states})
+    assert cat.d_out == 18 and out.shape == (2, 5, 18) and cat.mix is None
+    normed = torch.nn.functional.layer_norm(states, (6,))
+    for j, layer in enumerate([0, 2, 3]):  # layer j's block of the output is that layer alone
+        assert torch.allclose(out[..., 6 * j : 6 * (j + 1)], normed[:, :, layer], atol=1e-6)
+    # whitening is per layer, fitted on the same normalised states
+    w = FrozenFMSource([0, 2], 6, whiten_eps=1e-6, combine="concat")
+    w.fit_whitening([], [s for s in torch.randn(3, 400, 4, 6) * torch.arange(1.0, 7.0)], 10_000)
+    flat = w({"states": torch.randn(3, 400, 4, 6) * torch.arange(1.0, 7.0)}).reshape(-1, 2, 6)
+    for grp in range(2):
+        assert torch.cov(flat[:, grp].T).diagonal().sub(1).abs().max() < 0.3
+    with pytest.raises(ValueError, match="fm_combine"):
+        FinetuneConfig(source="fm", backbone="x", fm_combine="sum")
+    with pytest.raises(ValueError, match="combine"):
+        FrozenFMSource([0], 6, whiten_eps=0, combine="sum")
+
+
 def test_whitening_decorrelates_and_keeps_information():
     from fm4npp.downstream.features import Whitening
 

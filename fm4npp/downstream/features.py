@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fm4npp.downstream.config import FM_COMBINE
 from fm4npp.runs import PROJECT_ROOT
 
 DEFAULT_CACHE_DIR = PROJECT_ROOT / ".cache" / "features"
@@ -209,16 +210,26 @@ class LayerMix(nn.Module):
 
 
 class FrozenFMSource(nn.Module):
-    """Feature source for the FM adapters: cached frozen states -> [whitening] -> LayerMix."""
+    """Feature source for the FM adapters: cached frozen states -> [whitening] -> combined.
+
+    ``combine="mix"`` is the paper's softmax-weighted sum of the layers (`LayerMix`, d_model
+    wide). ``"concat"`` hands the adapter every selected layer side by side (n * d_model wide),
+    so its linear projection learns one matrix per layer instead of one scalar: the sum puts
+    the input embedding and the contextual blocks into the same d_model directions, where the
+    projection can no longer tell them apart.
+    """
 
     kind = "fm"
 
-    def __init__(self, layers: Sequence[int], d_model: int, whiten_eps: float):
+    def __init__(self, layers: Sequence[int], d_model: int, whiten_eps: float, combine: str = "mix"):
         super().__init__()
+        if combine not in FM_COMBINE:
+            raise ValueError(f"combine must be one of {FM_COMBINE}, got {combine!r}")
         self.register_buffer("layers", torch.as_tensor(list(layers), dtype=torch.long), persistent=False)
-        self.mix = LayerMix(len(layers))
+        self.combine = combine
+        self.mix = LayerMix(len(layers)) if combine == "mix" else None
         self.whitening = Whitening(len(layers), d_model, whiten_eps) if whiten_eps > 0 else None
-        self.d_out = d_model
+        self.d_out = d_model if combine == "mix" else d_model * len(layers)
 
     def _select(self, states: torch.Tensor) -> torch.Tensor:
         return states.index_select(-2, self.layers)
@@ -226,10 +237,16 @@ class FrozenFMSource(nn.Module):
     def fit_whitening(self, events: Sequence[dict], states: Sequence[torch.Tensor], max_points: int) -> None:
         if self.whitening is not None:
             pts = sample_points([self._select(s) for s in states], max_points)
-            self.whitening.fit(self.mix.normalise(pts))
+            self.whitening.fit(LayerMix.normalise(pts))
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.mix(self._select(batch["states"]), self.whitening)
+        states = self._select(batch["states"])
+        if self.mix is not None:
+            return self.mix(states, self.whitening)
+        states = LayerMix.normalise(states)
+        if self.whitening is not None:
+            states = self.whitening(states)
+        return states.flatten(-2)
 
 
 def sample_points(per_event: Sequence[torch.Tensor], max_points: int, seed: int = 0) -> torch.Tensor:

@@ -105,7 +105,8 @@ def build_source(cfg: FinetuneConfig, model_cfg=None) -> nn.Module:
     if cfg.source == "raw":
         return RawSource(cfg.raw_n_freq, cfg.whiten_eps)
     if cfg.source == "fm":  # n_layers + 1: the embedding is state 0
-        return FrozenFMSource(cfg.layer_indices(model_cfg.n_layers + 1), model_cfg.d_model, cfg.whiten_eps)
+        return FrozenFMSource(cfg.layer_indices(model_cfg.n_layers + 1), model_cfg.d_model, cfg.whiten_eps,
+                              cfg.fm_combine)
     return ScratchSource(model_cfg)
 
 
