@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's CPU-scale downstream comparison end to end (about 2 hours on 2 cores):
+# Issue 7's CPU-scale downstream comparison end to end (about 4 hours on 2 cores):
 # labelled + unlabelled simulated events, a w64 backbone pretrained on the unlabelled set only,
 # frozen-FM adapters vs AdapterOnly on the same test events (Table 2), the data-efficiency curve
 # (Figure 7) with its label-saving factor, and Figures 6 and 8.
@@ -23,16 +23,22 @@ mkdir -p "$W"
 [ -f "$W/unlabelled/manifest.json" ] && grep -q '"complete": true' "$W/unlabelled/manifest.json" ||
   $FM simulate --events 16000 --seed 11 --out "$W/unlabelled" --workers 2 --quiet
 
-# Pretrain w64 (119k parameters); rerunning resumes the same run.
-$FM pretrain --preset w64 --data "$W/unlabelled" --steps 3000 --workers 1 --run-name ds-w64 \
-  --set bins="$W/labelled/bins.json" --set lr=2e-3 --set cpus_per_worker=1 \
-  --set val_events=300 --set val_every=500 --set ckpt_every=500 --set storage_path="$W/runs"
-CK=$(ls -d "$W"/runs/ds-w64/checkpoint_2* | sort | tail -1)
+# Pretrain w64 (119k parameters) for 3000 steps, then continue it for 3000 more (init_from: a
+# fresh warmup + cosine schedule; val MSE 0.0113 -> 0.0101); rerunning resumes either run.
+PRE=(--preset w64 --data "$W/unlabelled" --steps 3000 --workers 1 --set bins="$W/labelled/bins.json"
+  --set lr=2e-3 --set cpus_per_worker=1 --set val_events=300 --set val_every=500 --set ckpt_every=500
+  --set storage_path="$W/runs")
+$FM pretrain "${PRE[@]}" --run-name ds-w64
+$FM pretrain "${PRE[@]}" --run-name ds-w64-cont --set init_from="$(ls -d "$W"/runs/ds-w64/checkpoint_2* | sort | tail -1)"
+CK=$(ls -d "$W"/runs/ds-w64-cont/checkpoint_2* | sort | tail -1)
 
 # Table 2 and Figure 6 (one backbone size here), then Figure 7's smaller label budgets.
-ADAPT=(--epochs 1000 --set max_steps=1500 --set cache_dir="$W/features" --set out="$W/adapters")
+# 3000 adapter steps: at 1500 both sources were still improving (tracking ARI 0.75 -> 0.80).
+# fm_combine=concat: the adapter sees the frozen layers side by side, not their weighted sum.
+ADAPT=(--epochs 1000 --set max_steps=3000 --set fm_combine=concat --set cache_dir="$W/features"
+  --set out="$W/adapters")
 $PY studies/downstream_model_size.py --data "$W/labelled" --backbone w64="$CK" \
-  --tasks noise,pid,tracking --name ds-model-size "${ADAPT[@]}"
+  --tasks noise,pid,tracking --seeds 0,1 --name ds-model-size "${ADAPT[@]}"
 $PY studies/downstream_data_efficiency.py --data "$W/labelled" --backbone w64="$CK" --task tracking \
   --n-train 100,300,1000 --name ds-data-efficiency "${ADAPT[@]}"
 
