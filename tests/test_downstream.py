@@ -155,3 +155,23 @@ def test_label_saving_factor():
     r = label_saving_factor([100, 1000], [0.9, 0.95], [100, 1000], [0.3, 0.6])
     assert r["factor"] == pytest.approx(10.0) and r["bound"] == "lower"
     assert label_saving_factor([100, 1000], [0.1, 0.2], [100, 1000], [0.3, 0.6])["factor"] is None
+
+
+def test_study_table_averages_seeds_and_says_which(monkeypatch):
+    from fm4npp.downstream import studies
+
+    def cell(task, source, seed, score, n=100):
+        return {"task": task, "source": source, "backbone": "w8" if source == "fm" else "", "n_train": n,
+                "seed": seed, "run_id": "r", "metrics": {k: score for k in (
+                    "ari_event_mean", "ari_pooled", "efficiency", "purity", "spacepoint_efficiency",
+                    "spacepoint_purity", "accuracy", "macro_recall", "macro_precision")}}
+
+    cells = [cell("tracking", "fm", 0, 0.8), cell("tracking", "fm", 1, 0.6), cell("tracking", "fm", 2, 0.1, n=10),
+             cell("tracking", "raw", 0, 0.5), cell("tracking", "raw", 1, 0.5)]
+    monkeypatch.setattr(studies, "load_study_cells", lambda study, experiment=None: cells)
+    table = studies.study_table("x")
+    assert "0.7000" in table and "0.5000" in table and "0.1000" not in table  # largest n only
+    assert table.rstrip().endswith("seeds [0, 1]: mean per row")
+    cells.append(cell("pid", "fm", 0, 0.9))  # a row with one seed: the footer names every row's seeds
+    table = studies.study_table("x")
+    assert "seeds (mean per row): pid fm w8 [0]; tracking fm w8 [0, 1]; tracking raw [0, 1]" in table

@@ -166,11 +166,11 @@ def study_table(study: str, experiment: str = EXPERIMENT, n_train: int | None = 
     for c in load_study_cells(study, experiment):
         if n_train is None or c["n_train"] == n_train:
             groups.setdefault((c["task"], c["source"], c["backbone"]), []).append(c)
-    rows, seeds = [], set()
+    rows, seeds = [], {}
     for (task, source, backbone), cells in groups.items():
         n = max(c["n_train"] for c in cells)
         cells = [c for c in cells if c["n_train"] == n]
-        seeds.add(tuple(sorted(c["seed"] for c in cells)))
+        seeds[f"{task} {source} {backbone}".strip()] = sorted(c["seed"] for c in cells)
         keys = [k for k, v in cells[0]["metrics"].items() if isinstance(v, (int, float))]
         m = {k: float(np.mean([c["metrics"].get(k, np.nan) for c in cells])) for k in keys}
         rows.append({"task": task, "source": source, "backbone": backbone,
@@ -178,4 +178,7 @@ def study_table(study: str, experiment: str = EXPERIMENT, n_train: int | None = 
                      "n_train_events": n, "metrics": m})
     order = {"tracking": 0, "pid": 1, "noise": 2}
     text = format_table(sorted(rows, key=lambda r: (order[r["task"]], r["source"] != "fm", r["backbone"])))
-    return text + "".join(f"seeds {list(s)}: mean per row\n" for s in sorted(seeds) if len(s) > 1)
+    if len({tuple(v) for v in seeds.values()}) > 1:  # rows differ: say which seeds each mean covers
+        return text + "seeds (mean per row): " + "; ".join(f"{k} {v}" for k, v in sorted(seeds.items())) + "\n"
+    some = next(iter(seeds.values()), [])
+    return text + (f"seeds {some}: mean per row\n" if len(some) > 1 else "")
