@@ -3,7 +3,7 @@
 The pretrained backbone runs once per event in eval mode without gradients; the input
 embedding and the residual stream after every block (FM4NPP.forward(..., return_hidden=True))
 are kept per point as (N, n_layers + 1, d_model). Adapters see a learnable softmax-weighted mix of the layers
-(`LayerMix`). Because the backbone is frozen, these states never change while adapters train,
+(`LayerMix`) or the layers side by side (`FrozenFMSource`, ``combine="concat"``). Because the backbone is frozen, these states never change while adapters train,
 so they are cached on disk: one safetensors file per event under
 ``<cache_dir>/<checkpoint hash>-v<FEATURE_VERSION>/<event content hash>.safetensors``. The
 checkpoint hash covers
@@ -226,7 +226,6 @@ class FrozenFMSource(nn.Module):
         if combine not in FM_COMBINE:
             raise ValueError(f"combine must be one of {FM_COMBINE}, got {combine!r}")
         self.register_buffer("layers", torch.as_tensor(list(layers), dtype=torch.long), persistent=False)
-        self.combine = combine
         self.mix = LayerMix(len(layers)) if combine == "mix" else None
         self.whitening = Whitening(len(layers), d_model, whiten_eps) if whiten_eps > 0 else None
         self.d_out = d_model if combine == "mix" else d_model * len(layers)
