@@ -2,12 +2,12 @@
 
 The pretrained backbone runs once per event in eval mode without gradients; the input
 embedding and the residual stream after every block (FM4NPP.forward(..., return_hidden=True))
-are kept per point as (N, n_layers + 1, d_model). Adapters see a learnable softmax-weighted mix of the layers
-(`LayerMix`) or the layers side by side (`FrozenFMSource`, ``combine="concat"``). Because the backbone is frozen, these states never change while adapters train,
-so they are cached on disk: one safetensors file per event under
+are kept per point as (N, n_layers + 1, d_model). Adapters see a learnable softmax-weighted mix
+of the layers (`LayerMix`) or the layers side by side (`FrozenFMSource`, ``combine="concat"``).
+Because the backbone is frozen, these states never change while adapters train, so they are
+cached on disk: one safetensors file per event under
 ``<cache_dir>/<checkpoint hash>-v<FEATURE_VERSION>/<event content hash>.safetensors``. The
-checkpoint hash covers
-every file of the checkpoint dir; the event hash covers the serialized coordinates and energies
+checkpoint hash covers every file of the checkpoint dir; the event hash covers the serialized coordinates and energies
 (so a different serialization, bin file or data set can never hit a stale entry). Cached states
 are stored as float16 (halves the disk and RAM; the adapters train in float32).
 """
