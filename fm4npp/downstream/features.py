@@ -7,9 +7,10 @@ of the layers (`LayerMix`) or the layers side by side (`FrozenFMSource`, ``combi
 Because the backbone is frozen, these states never change while adapters train, so they are
 cached on disk: one safetensors file per event under
 ``<cache_dir>/<checkpoint hash>-v<FEATURE_VERSION>/<event content hash>.safetensors``. The
-checkpoint hash covers every file of the checkpoint dir; the event hash covers the serialized coordinates and energies
-(so a different serialization, bin file or data set can never hit a stale entry). Cached states
-are stored as float16 (halves the disk and RAM; the adapters train in float32).
+checkpoint hash covers every file of the checkpoint dir; the event hash covers the serialized
+coordinates and energies (so a different serialization, bin file or data set can never hit a
+stale entry). Cached states are stored as float16 (halves the disk and RAM; the adapters train
+in float32).
 """
 
 from __future__ import annotations
