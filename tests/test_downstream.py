@@ -175,3 +175,18 @@ def test_study_table_averages_seeds_and_says_which(monkeypatch):
     cells.append(cell("pid", "fm", 0, 0.9))  # a row with one seed: the footer names every row's seeds
     table = studies.study_table("x")
     assert "seeds (mean per row): pid fm w8 [0]; tracking fm w8 [0, 1]; tracking raw [0, 1]" in table
+
+
+def test_classifier_dropout_trains_stochastic_and_predicts_exactly():
+    torch.manual_seed(0)
+    x, mask = torch.randn(2, 50, 8), torch.ones(2, 50, dtype=torch.bool)
+    mask[1, 30:] = False
+    m = PointClassifier(8, 5, ClassifierConfig(d_embed=16, d_hidden=16, n_heads=2, dropout=0.3))
+    m.train()
+    assert not torch.allclose(m(x, mask), m(x, mask))
+    m.eval()
+    a = m(x, mask)
+    assert torch.equal(a, m(x, mask))
+    x2 = x.clone()
+    x2[1, 30:] = 5.0  # padding cannot leak into real points through attention
+    assert torch.allclose(a[1, :30], m(x2, mask)[1, :30], atol=1e-6)
