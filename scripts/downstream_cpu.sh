@@ -43,7 +43,7 @@ ADAPT=(--epochs 1000 --set max_steps=6000 --set fm_combine=concat --set cache_di
 $PY studies/downstream_model_size.py --data "$W/labelled" --backbone w64="$CK" \
   --tasks noise,pid,tracking --seeds 0,1 --name ds-model-size "${ADAPT[@]}"
 $PY studies/downstream_data_efficiency.py --data "$W/labelled" --backbone w64="$CK" --task tracking \
-  --n-train 300,1000,2401 --name ds-data-efficiency "${ADAPT[@]}"
+  --n-train 100,300,1000,2401 --name ds-data-efficiency "${ADAPT[@]}"
 
 $PY analysis/downstream_figures.py table --study ds-model-size --out "$W/figures/table2.txt"
 $PY analysis/downstream_figures.py fig6 --study ds-model-size --out "$W/figures"
