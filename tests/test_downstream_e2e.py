@@ -132,6 +132,36 @@ def test_fm_combine_concat_keeps_every_layer_apart():
         FrozenFMSource([0], 6, whiten_eps=0, combine="sum")
 
 
+def test_fm_with_raw_joins_the_raw_inputs_and_round_trips(tmp_path, data_dir, backbone_dir, capsys):
+    from fm4npp.cli import main
+    from fm4npp.downstream.baselines import RawSource, raw_features
+    from fm4npp.downstream.config import FinetuneConfig
+    from fm4npp.downstream.features import FrozenFMSource
+    from fm4npp.downstream.train import build_source, load_adapter
+    from fm4npp.model.presets import get_preset
+
+    mcfg = get_preset("w8", n_layers=2, k=4)
+    cfg = FinetuneConfig(source="fm", backbone="x", fm_combine="concat", fm_with_raw=True, whiten_eps=0)
+    src = build_source(cfg, mcfg)
+    batch = {"states": torch.randn(2, 5, 3, 8), "coords": torch.rand(2, 5, 3), "energy": torch.randn(2, 5)}
+    fm, raw = FrozenFMSource([0, 1, 2], 8, 0, "concat"), RawSource(cfg.raw_n_freq, 0)
+    assert src.kind == "fm" and src.d_out == fm.d_out + raw.d_out
+    out = src(batch)  # the FM block first, then exactly AdapterOnly's features
+    assert torch.allclose(out[..., : fm.d_out], fm(batch), atol=1e-6)
+    assert torch.equal(out[..., fm.d_out :], raw_features(batch["coords"], batch["energy"], cfg.raw_n_freq))
+
+    out_dir = tmp_path / "adapter"
+    assert main(["finetune", "--task", "pid", "--source", "fm", "--data", str(data_dir), "--backbone",
+                 str(backbone_dir), "--epochs", "1", "--set", "val_events=0", "--set", "fm_combine=concat",
+                 "--set", "fm_with_raw=true", "--set", f"cache_dir={tmp_path / 'cache'}",
+                 "--out", str(out_dir)]) == 0
+    model, _, res = load_adapter(out_dir)  # both whitenings travel with the adapter
+    assert res["config"]["fm_with_raw"] and model.adapter.proj.in_features == src.d_out
+    assert main(["evaluate", "--adapter", str(out_dir), "--json", str(tmp_path / "ev.json")]) == 0
+    again = json.loads((tmp_path / "ev.json").read_text())["results"][0]["metrics"]
+    assert again["accuracy"] == pytest.approx(res["metrics"]["accuracy"])
+
+
 def test_whitening_decorrelates_and_keeps_information():
     from fm4npp.downstream.features import Whitening
 

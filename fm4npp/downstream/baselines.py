@@ -46,6 +46,23 @@ class RawSource(nn.Module):
         return x if self.whitening is None else self.whitening(x.unsqueeze(-2)).squeeze(-2)
 
 
+class JoinedSource(nn.Module):
+    """Several feature sources side by side (the frozen FM's states + the raw inputs)."""
+
+    def __init__(self, *sources: nn.Module):
+        super().__init__()
+        self.parts = nn.ModuleList(sources)
+        self.kind = sources[0].kind
+        self.d_out = sum(s.d_out for s in sources)
+
+    def fit_whitening(self, events, states, max_points: int) -> None:
+        for s in self.parts:
+            s.fit_whitening(events, states, max_points)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return torch.cat([s(batch) for s in self.parts], dim=-1)
+
+
 class ScratchSource(nn.Module):
     """A randomly initialised FM4NPP trained end to end; layers mixed as for the frozen FM."""
 

@@ -77,6 +77,10 @@ class FinetuneConfig:
     # How the FM adapter joins those layers: "mix" (the paper's softmax-weighted sum) or
     # "concat" (side by side; the adapter's linear projection weighs each layer by a matrix).
     fm_combine: str = "mix"
+    # The FM adapter also sees AdapterOnly's raw point features (energy + NeRF coordinates) next
+    # to the frozen states: a skip around the backbone, so the FM adapter's input is a superset
+    # of AdapterOnly's and the comparison measures what the frozen states add.
+    fm_with_raw: bool = False
     # Fixed ZCA whitening of the frozen point features (fm and raw sources), fitted on training
     # points; the value is the eigenvalue floor relative to the largest (0 = no whitening).
     # On 2,401 labelled events it lifted tracking ARI for both: FM 0.633 -> 0.702, AdapterOnly

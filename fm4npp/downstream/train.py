@@ -100,13 +100,14 @@ class DownstreamModel(nn.Module):
 
 
 def build_source(cfg: FinetuneConfig, model_cfg=None) -> nn.Module:
-    from fm4npp.downstream.baselines import RawSource, ScratchSource
+    from fm4npp.downstream.baselines import JoinedSource, RawSource, ScratchSource
 
     if cfg.source == "raw":
         return RawSource(cfg.raw_n_freq, cfg.whiten_eps)
     if cfg.source == "fm":  # n_layers + 1: the embedding is state 0
-        return FrozenFMSource(cfg.layer_indices(model_cfg.n_layers + 1), model_cfg.d_model, cfg.whiten_eps,
-                              cfg.fm_combine)
+        fm = FrozenFMSource(cfg.layer_indices(model_cfg.n_layers + 1), model_cfg.d_model, cfg.whiten_eps,
+                            cfg.fm_combine)
+        return JoinedSource(fm, RawSource(cfg.raw_n_freq, cfg.whiten_eps)) if cfg.fm_with_raw else fm
     return ScratchSource(model_cfg)
 
 
