@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's CPU-scale downstream comparison end to end (about 6 hours on 2 cores):
+# Issue 7's CPU-scale downstream comparison end to end (about 10 hours on 2 cores):
 # labelled + unlabelled simulated events, a w64 backbone pretrained on the unlabelled set only,
 # frozen-FM adapters vs AdapterOnly on the same test events (Table 2), the data-efficiency curve
 # (Figure 7) with its label-saving factor, and Figures 6 and 8.
