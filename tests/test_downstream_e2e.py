@@ -132,7 +132,7 @@ def test_fm_combine_concat_keeps_every_layer_apart():
         FrozenFMSource([0], 6, whiten_eps=0, combine="sum")
 
 
-def test_fm_with_raw_joins_the_raw_inputs_and_round_trips(tmp_path, data_dir, backbone_dir, capsys):
+def test_fm_with_raw_joins_the_raw_inputs_and_round_trips(tmp_path, data_dir, backbone_dir):
     from fm4npp.cli import main
     from fm4npp.downstream.baselines import RawSource, raw_features
     from fm4npp.downstream.config import FinetuneConfig

@@ -85,8 +85,9 @@ class FinetuneConfig:
     fm_combine: str = "mix"
     # The FM adapter also sees AdapterOnly's raw point features (energy + NeRF coordinates) next
     # to the frozen states: a skip around the backbone, so the FM adapter's input is a superset
-    # of AdapterOnly's and the comparison measures what the frozen states add. On PID (w64, 7,203
-    # events) adding them hurt: val loss 1.081 vs AdapterOnly's 0.954 after 2,703 steps.
+    # of AdapterOnly's and the comparison measures what the frozen states add. On PID (w64
+    # backbone, width-128 adapter, 7,203 events) adding them hurt: val loss after 2,703 steps
+    # 1.081 vs 0.954 for AdapterOnly.
     fm_with_raw: bool = False
     # Fixed ZCA whitening of the frozen point features (fm and raw sources), fitted on training
     # points; the value is the eigenvalue floor relative to the largest (0 = no whitening).
