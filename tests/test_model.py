@@ -106,7 +106,7 @@ def test_presets_match_table1_and_instantiate():
     for name, target in PAPER_PARAMS.items():
         n = count_params(PRESETS[name])
         assert abs(n / target - 1) < 0.10, (name, n, target)
-    for name in ("m1", "m4", "w8", "w16", "w32", "w64"):  # the analytic count is exact
+    for name in ("m1", "m4", "w8", "w16", "w32", "w64", "w128"):  # the analytic count is exact
         with torch.device("meta"):
             assert FM4NPP(PRESETS[name]).num_params() == count_params(PRESETS[name]), name
     with pytest.raises(KeyError, match="unknown model preset"):

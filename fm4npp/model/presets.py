@@ -3,7 +3,7 @@
 m1..m6 are Table 1 of the paper (widths 64 ... 1536). The paper gives widths and parameter
 counts only; we keep everything but the width fixed (13 layers, d_state 16, expand 2,
 headdim 64), which matches all six counts within 8 % (m1 +7.9 %, m2 +5.7 %, m3..m6 within
-1.3 %) and is what muP width transfer assumes. w8..w64 are a CPU ladder at fixed depth 4 and
+1.3 %) and is what muP width transfer assumes. w8..w128 are a CPU ladder at fixed depth 4 and
 headdim 16 for studies that must run on a laptop.
 """
 
@@ -30,6 +30,7 @@ PRESETS: dict[str, ModelConfig] = {
     "w16": ModelConfig(d_model=16, **_CPU),
     "w32": ModelConfig(d_model=32, **_CPU),
     "w64": ModelConfig(d_model=64, **_CPU),
+    "w128": ModelConfig(d_model=128, **_CPU),
 }
 
 

@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain", help="pretrain the foundation model on a data set (Ray Train + MLflow)",
         description="Pretrain one model; rerunning with the same --run-name resumes it.")
-    p.add_argument("--preset", required=True, help="model preset (w16, w32, m1 ... m6)")
+    p.add_argument("--preset", required=True, help="model preset (w8 ... w128, m1 ... m6)")
     p.add_argument("--data", required=True, help="data set directory (Parquet + manifest.json)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--workers", type=int, help="Ray Train workers (DDP ranks)")

@@ -386,10 +386,10 @@ def train_loop_per_worker(config: dict) -> None:
             **counters,
             "params_N": n_params,
             "tokens_per_s": summed["points"] / max(time.perf_counter() - t_window, 1e-9),
-            "val_baseline_mse": baseline,
         }
-        if do_val:
+        if do_val:  # the constant baseline rides along with each val point, not every log line
             metrics["val_mse"] = evaluate(model, val_events, val_bs, rank, world, device, autocast)
+            metrics["val_baseline_mse"] = baseline
         if resumed:
             metrics["resumed_at_step"] = start
             resumed = False
