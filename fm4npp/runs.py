@@ -1,7 +1,10 @@
 """MLflow helpers: where runs live, one run per training run, parent/child runs for studies.
 
-Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else an ABSOLUTE ``sqlite:///<project
-root>/mlflow.db`` (Ray moves working directories, so a relative URI would scatter databases).
+Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else an ABSOLUTE ``sqlite:///<data
+home>/mlflow.db`` (fm4npp.paths; Ray moves working directories, so a relative URI would scatter
+databases). With a local store (SQLite, file) experiments are created with an absolute
+artifact location under the storage root, so artifacts of a job that runs from Ray's
+temporary ``--working-dir`` copy outlive it; a tracking server decides its own.
 SQLite allows one writer at a time: log from one process per database (the Ray Train
 controller or the driver, never every worker), or point the URI at an ``mlflow server``.
 
@@ -13,17 +16,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
-# Project root: the directory holding the fm4npp package (the repository checkout).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from fm4npp import paths
 
 RUN_NAME_TAG = "fm4npp.run_name"  # our stable run name: the resume key
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
 
 
 def client():
@@ -32,14 +35,23 @@ def client():
     return MlflowClient(tracking_uri=tracking_uri())
 
 
-def experiment_id(name: str) -> str:
-    """Id of the experiment called ``name``, created on first use."""
+def artifact_location(name: str, storage: str | os.PathLike | None = None) -> str | None:
+    """Absolute artifact URI for a new experiment on a local store (None: the server's)."""
+    if not tracking_uri().startswith(("sqlite:", "file:", "/")):
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return (paths.storage_root(storage) / paths.MLFLOW_ARTIFACTS / safe).as_uri()
+
+
+def experiment_id(name: str, storage: str | os.PathLike | None = None) -> str:
+    """Id of the experiment called ``name``, created on first use (its artifacts under the
+    storage root ``storage``, fm4npp.paths.storage_root)."""
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return c.create_experiment(name)
+        return c.create_experiment(name, artifact_location=artifact_location(name, storage))
     except Exception:  # created concurrently by another process
         return c.get_experiment_by_name(name).experiment_id
 
@@ -50,24 +62,26 @@ def start_run(
     tags: dict | None = None,
     parent_run_id: str | None = None,
     experiment: str = "fm4npp",
+    storage: str | os.PathLike | None = None,
 ) -> str:
-    """Create a run (child of ``parent_run_id`` if given); log params and tags; return its id."""
+    """Create a run (child of ``parent_run_id`` if given); log params and tags; return its id.
+    ``storage``: the storage root a new experiment's artifacts go under."""
     all_tags = {RUN_NAME_TAG: name, **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
-    run = client().create_run(experiment_id(experiment), run_name=name, tags=all_tags)
+    run = client().create_run(experiment_id(experiment, storage), run_name=name, tags=all_tags)
     if params:
         log_params(run.info.run_id, params)
     return run.info.run_id
 
 
 def get_or_start_run(name: str, params=None, tags=None, parent_run_id=None,
-                     experiment: str = "fm4npp") -> tuple[str, bool]:
+                     experiment: str = "fm4npp", storage=None) -> tuple[str, bool]:
     """The run tagged with our stable ``name`` in ``experiment`` if there is one (a resumed
     training run keeps its MLflow run), else a new one. Returns (run_id, resumed)."""
     runs = find_runs(experiment, f"tags.`{RUN_NAME_TAG}` = '{name}'")
     if not runs:
-        return start_run(name, params, tags, parent_run_id, experiment), False
+        return start_run(name, params, tags, parent_run_id, experiment, storage), False
     run_id = runs[0].info.run_id
     c = client()
     c.update_run(run_id, status="RUNNING")

@@ -296,7 +296,9 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
     if not fake and not (data_dir / "bins.json").is_file():
         raise FileNotFoundError(f"{data_dir / 'bins.json'}: no serialization bins; fit them with "
                                 f"`fm4npp serialize fit {data_dir} --out {data_dir / 'bins.json'}`")
-    storage_dir = Path(storage).expanduser().resolve()
+    from fm4npp.paths import storage_root
+
+    storage_dir = storage_root(storage or None)
     storage_dir.mkdir(parents=True, exist_ok=True)
     uri = runs.tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -319,7 +321,7 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
                       "base_config": json.dumps(base, sort_keys=True)},
         tags={"study": name, "study.kind": kind, "study.preset": preset_name,
               "fm4npp.study_parent": "1"},
-        experiment=EXPERIMENT)
+        experiment=EXPERIMENT, storage=storage_dir)
     study_consts = {
         "name": name, "kind": kind, "preset_name": preset_name,
         "preset": dataclasses.asdict(preset), "base_config": base,
@@ -379,10 +381,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
                    help="study size and per-trial resources (default: smoke)")
     p.add_argument("--data", required=True,
                    help="data set directory (Parquet shards, manifest.json, bins.json)")
-    p.add_argument("--storage", default=os.environ.get("FM4NPP_STORAGE",
-                                                       str(Path.home() / "fm4npp" / "runs")),
-                   help="Tune/Train storage_path: shared storage on a multi-node cluster "
-                        "(default $FM4NPP_STORAGE or ~/fm4npp/runs)")
+    p.add_argument("--storage", default="",
+                   help="storage root for Tune/Train run dirs and MLflow artifacts: shared "
+                        "storage on a multi-node cluster (default $FM4NPP_STORAGE, else "
+                        "~/fm4npp/runs or $FM4NPP_HOME/runs)")
     p.add_argument("--name", default="", help="study name (default <kind>-<preset>); the "
                    "resume key of the study and its MLflow parent run")
     p.add_argument("--max-concurrent", type=int, default=0,

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_home():
+    """Tests never write to the user's data home (~/fm4npp): the default MLflow database,
+    storage root and feature cache go to a temporary one, inherited by subprocesses."""
+    saved = {k: os.environ.get(k) for k in ("FM4NPP_HOME", "FM4NPP_STORAGE")}
+    home = tempfile.mkdtemp(prefix="fm4npp-home-")
+    os.environ["FM4NPP_HOME"] = home
+    os.environ.pop("FM4NPP_STORAGE", None)
+    yield home
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 # --------------------------------------------------------------------------- event tables
 # Small synthetic events in the EVENT_SCHEMA layout, built directly with pyarrow (no

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from fm4npp import runs
+from fm4npp import paths, runs
 
 
 def test_default_uri_is_absolute_and_env_overrides(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = runs.tracking_uri()
-    assert uri == f"sqlite:///{runs.PROJECT_ROOT / 'mlflow.db'}" and uri.startswith("sqlite:////")
+    assert uri == f"sqlite:///{paths.data_home() / 'mlflow.db'}" and uri.startswith("sqlite:////")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     assert runs.tracking_uri() == "sqlite:////tmp/x.db"
     assert "--backend-store-uri sqlite:////tmp/x.db" in runs.ui_command()

@@ -8,7 +8,9 @@ import sys
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=["tracking", "pid", "noise"], required=True)
-    p.add_argument("--backbone", default="", help="pretrained FM dir (fm4npp.model.io format)")
+    p.add_argument("--backbone", default="",
+                   help="pretrained FM: a run name (under the storage root), a run or checkpoint "
+                        "dir, or a pretrained dir (fm4npp.model.io format)")
     p.add_argument("--data", default="", help="data set dir (Parquet shards + manifest.json)")
     p.add_argument("--bins", default="", help="serialization bins JSON (default <data>/bins.json)")
     p.add_argument("--n-train", type=int, default=0, help="labelled training events (0 = all)")
@@ -16,8 +18,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--preset", default="", help="model preset for --source scratch without --backbone")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="", help="directory for adapter weights and result JSON")
-    p.add_argument("--experiment", default="", help="MLflow experiment to log to (default: none)")
+    p.add_argument("--out", default="", help="directory for adapter weights and result JSON "
+                   "(default <storage>/finetune/<run name>)")
+    p.add_argument("--storage", default="", help="storage root for outputs and the feature "
+                   "cache (default $FM4NPP_STORAGE, else the data home's runs/)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment to log to (default: FinetuneConfig's)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any FinetuneConfig field, e.g. lr=3e-4 or tracking.n_queries=64")
 
@@ -27,7 +34,10 @@ def _config(args, source: str):
 
     base = FinetuneConfig(task=args.task, source="raw", data=args.data, bins=args.bins,
                           n_train_events=args.n_train, n_test_events=args.n_test, preset=args.preset,
-                          seed=args.seed, out=args.out, experiment=args.experiment)
+                          seed=args.seed, out=args.out, storage=args.storage)
+    if args.no_mlflow or args.experiment is not None:
+        base = base.from_dict({**base.to_dict(),
+                               "experiment": "" if args.no_mlflow else args.experiment})
     cfg = base.with_overrides(args.set)
     d = cfg.to_dict()
     d.update(source=source, backbone=args.backbone)
@@ -48,8 +58,11 @@ def _finetune(args) -> int:
     print(format_table([result]))
     if args.json:
         write_json(result, args.json)
-    if cfg.out:
-        print(f"adapter and result.json written to {cfg.out}")
+    print(f"adapter and result.json written to {result['out']}")
+    if result.get("mlflow_run_id"):
+        from fm4npp import runs
+
+        print(runs.describe(result["mlflow_run_id"], cfg.experiment))
     return 0
 
 

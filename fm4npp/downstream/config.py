@@ -99,9 +99,10 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     seed: int = 0
     raw_n_freq: int = 6  # AdapterOnly NeRF frequencies on the normalised coordinates (0 = off)
-    cache_dir: str = ""  # feature cache; "" = <project>/.cache/features (gitignored)
-    out: str = ""  # output dir for the adapter and metrics JSON ("" = no files)
-    experiment: str = ""  # MLflow experiment ("" = do not log)
+    storage: str = ""  # storage root (fm4npp.paths.storage_root; "" = $FM4NPP_STORAGE or the data home's)
+    cache_dir: str = ""  # feature cache; "" = <storage>/feature-cache
+    out: str = ""  # adapter weights + result.json; "" = <storage>/finetune/<run name>
+    experiment: str = "fm4npp-finetune"  # MLflow experiment ("" = do not log)
     tracking: TrackingAdapterConfig = field(default_factory=TrackingAdapterConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
@@ -163,7 +164,7 @@ class FinetuneConfig:
 
     def config_hash(self) -> str:
         d = self.to_dict()
-        for k in ("out", "experiment", "cache_dir"):
+        for k in ("out", "experiment", "cache_dir", "storage"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 

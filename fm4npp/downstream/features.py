@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fm4npp import paths
 from fm4npp.downstream.config import FM_COMBINE
-from fm4npp.runs import PROJECT_ROOT
-
-DEFAULT_CACHE_DIR = PROJECT_ROOT / ".cache" / "features"
+from fm4npp.files import BadFileError, read_safetensors
 # Bumped whenever what is stored per event changes (2: the embedding joined the layers), so an
 # old cache is never read as the new layout.
 FEATURE_VERSION = 2
@@ -64,7 +63,7 @@ class FeatureCache:
     """Per-event backbone states on disk, namespaced by checkpoint hash."""
 
     def __init__(self, root: str | Path | None, ckpt_hash: str):
-        self.dir = Path(root or DEFAULT_CACHE_DIR) / f"{ckpt_hash[:24]}-v{FEATURE_VERSION}"
+        self.dir = Path(root or paths.feature_cache()) / f"{ckpt_hash[:24]}-v{FEATURE_VERSION}"
         self.hits = 0
         self.misses = 0
 
@@ -72,14 +71,16 @@ class FeatureCache:
         return self.dir / f"{key}.safetensors"
 
     def get(self, key: str) -> torch.Tensor | None:
-        from safetensors.torch import load_file
-
         p = self.path(key)
-        if not p.exists():
+        try:
+            states = read_safetensors(p)["states"] if p.exists() else None
+        except (BadFileError, KeyError):  # damaged from outside: recompute and overwrite it
+            states = None
+        if states is None:
             self.misses += 1
             return None
         self.hits += 1
-        return load_file(str(p))["states"]
+        return states
 
     def put(self, key: str, states: torch.Tensor) -> None:
         from safetensors.torch import save_file
@@ -258,11 +259,32 @@ def sample_points(per_event: Sequence[torch.Tensor], max_points: int, seed: int 
     return x
 
 
+def resolve_backbone(spec: str | Path, storage: str | Path | None = None) -> Path:
+    """The model directory a ``--backbone`` names: a pretrained dir (config.json), a pretraining
+    checkpoint, a checkpoint holding ``pretrained/``, a Ray Train run dir (its latest
+    checkpoint), or a run name under the storage root (fm4npp.paths.storage_root)."""
+    from fm4npp.model.io import CONFIG_FILE
+    from fm4npp.pretrain.checkpoint import PRETRAINED_DIR, is_train_checkpoint
+
+    path = Path(spec).expanduser()
+    if not path.is_dir() and not path.is_absolute() and len(path.parts) == 1:
+        path = paths.storage_root(storage) / path  # a run name
+    if not path.is_dir():
+        raise FileNotFoundError(f"backbone {spec}: no such directory, nor a run of that name in "
+                                f"{paths.storage_root(storage)}")
+    checkpoints = sorted(path.glob("checkpoint_*"))  # Ray Train names them by timestamp
+    if not (path / CONFIG_FILE).is_file() and not is_train_checkpoint(path) and checkpoints:
+        path = checkpoints[-1]
+    if (path / PRETRAINED_DIR / CONFIG_FILE).is_file():
+        path = path / PRETRAINED_DIR
+    return path.resolve()
+
+
 def load_backbone(path: str | Path):
     """(model, extra), frozen in eval mode, from a pretrained dir: either the
     ``fm4npp.model.io.save_pretrained`` format (config.json + model.safetensors) or a
-    pretraining checkpoint as Ray Train writes it (model.safetensors + train_state.pt, whose
-    config names the preset; k is read off the head's shape)."""
+    pretraining checkpoint as Ray Train writes it (fm4npp.pretrain.checkpoint: model weights +
+    training state, whose config names the preset; k is read off the head's shape)."""
     from fm4npp.model.io import CONFIG_FILE, from_pretrained
 
     path = Path(path)
@@ -279,17 +301,19 @@ def load_backbone(path: str | Path):
 
 
 def _from_train_checkpoint(path: Path):
-    from safetensors.torch import load_file
-
     from fm4npp.model.backbone import FM4NPP
+    from fm4npp.files import read_safetensors
+    from fm4npp.pretrain.checkpoint import MODEL_FILE, STATE_JSON, load_train_state
     from fm4npp.pretrain.config import PretrainConfig
-    from fm4npp.pretrain.loop import MODEL_FILE, STATE_FILE, load_train_state, model_config_for
+    from fm4npp.pretrain.loop import model_config_for
 
-    if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"backbone {path}: neither config.json nor {STATE_FILE} + {MODEL_FILE} "
-                                "(not a pretrained model directory)")
-    state = load_train_state(str(path))
-    weights = load_file(str(path / MODEL_FILE))
+    if not (path / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"backbone {path}: neither config.json nor {STATE_JSON} + "
+                                f"{MODEL_FILE} (not a pretrained model directory)")
+    state = load_train_state(path)
+    weights = read_safetensors(path / MODEL_FILE)
+    if "head.weight" not in weights:
+        raise ValueError(f"backbone {path / MODEL_FILE}: no head.weight (not an FM4NPP model)")
     k = weights["head.weight"].shape[0] // 3
     model = FM4NPP(model_config_for(PretrainConfig(**state["config"]), k))
     model.load_state_dict(weights, strict=True)

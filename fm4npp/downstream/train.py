@@ -10,6 +10,7 @@ weights; for "scratch" also the backbone) is trained.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fm4npp import paths
 from fm4npp.downstream.classify import PointClassifier, class_weights, classification_loss, predict_classes
 from fm4npp.downstream.config import FinetuneConfig
 from fm4npp.downstream.features import FrozenFMSource, pad_points, points_mask
@@ -287,7 +289,9 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
     t_start = time.time()
     model_cfg, backbone, ckpt, extra = None, None, "", {}
     if cfg.backbone:  # also for the baselines: the same serialization as the FM
-        from fm4npp.downstream.features import checkpoint_hash, load_backbone
+        from fm4npp.downstream.features import checkpoint_hash, load_backbone, resolve_backbone
+
+        cfg = dataclasses.replace(cfg, backbone=str(resolve_backbone(cfg.backbone, cfg.storage)))
 
         backbone, extra = load_backbone(cfg.backbone)
         model_cfg, ckpt = backbone.cfg, checkpoint_hash(cfg.backbone)
@@ -314,7 +318,7 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
     if cfg.source == "fm":
         from fm4npp.downstream.features import FeatureCache, backbone_states
 
-        cache = FeatureCache(cfg.cache_dir or None, ckpt)
+        cache = FeatureCache(cfg.cache_dir or paths.feature_cache(cfg.storage or None), ckpt)
         for name, evs in (("train", train_ev), ("val", val_ev), ("test", test_ev)):
             states[name] = backbone_states(backbone, evs, cache=cache, batch_size=cfg.batch_size, progress=True)
         log(f"feature cache {cache.dir}: {cache.hits} hits, {cache.misses} misses")
@@ -350,11 +354,19 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
         "total_seconds": time.time() - t_start,
         "config": cfg.to_dict(),
     }
-    if cfg.out:
-        save_adapter(model, result, cfg.out)
+    name = run_name(cfg, len(train_ev))
+    out = Path(cfg.out) if cfg.out else paths.storage_root(cfg.storage or None) / "finetune" / name
+    result["out"] = str(out)
+    save_adapter(model, result, out)
     if cfg.experiment:
-        result["mlflow_run_id"] = log_to_mlflow(cfg, result)
+        result["mlflow_run_id"] = log_to_mlflow(cfg, result, name=name, out=out)
+        write_json(result, out / "result.json")
     return result
+
+
+def run_name(cfg: FinetuneConfig, n_train: int) -> str:
+    """Stable name of a finetuning run: its MLflow run name and default output dir."""
+    return f"finetune-{cfg.task}-{cfg.source}-n{n_train}-{cfg.config_hash()}"
 
 
 def save_adapter(model: DownstreamModel, result: dict, out: str | Path) -> None:
@@ -387,17 +399,24 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
-def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None = None, name: str = "") -> str:
+def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None = None, name: str = "",
+                  out: str | Path | None = None) -> str:
+    """One MLflow run with the config, the metrics, result.json and (from ``out``) the adapter
+    weights."""
     from fm4npp import runs
 
-    name = name or f"finetune-{cfg.task}-{cfg.source}-n{result['n_train_events']}-{cfg.config_hash()}"
+    name = name or run_name(cfg, result["n_train_events"])
     run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_run_id, experiment=cfg.experiment,
+                            storage=cfg.storage or None,
                             tags={"fm4npp.task": cfg.task, "fm4npp.source": cfg.source})
     m = flat_metrics(result["metrics"])
     m.update({k: float(result[k]) for k in ("n_train_events", "trainable_params", "adapter_params",
                                              "backbone_params", "train_seconds")})
     runs.log_metrics(run_id, m, step=0)
     runs.log_dict(run_id, result, "result.json")
+    if out is not None:
+        runs.client().set_tag(run_id, "fm4npp.adapter_dir", str(out))
+        runs.client().log_artifact(run_id, str(Path(out) / "adapter.safetensors"))
     runs.end_run(run_id)
     return run_id
 
@@ -440,7 +459,7 @@ def _params(r: dict) -> str:
 
 def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig, dict]:
     """Rebuild a trained adapter (and its feature source) from a ``finetune --out`` dir."""
-    from safetensors.torch import load_file
+    from fm4npp.files import read_safetensors
 
     directory = Path(directory)
     path = directory / "result.json"
@@ -458,7 +477,7 @@ def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig
         from fm4npp.model.presets import get_preset
 
         model_cfg = get_preset(cfg.preset)
-    state = load_file(str(directory / "adapter.safetensors"))
+    state = read_safetensors(directory / "adapter.safetensors")
     weights = state.get("class_weights")
     model = DownstreamModel(cfg.task, build_source(cfg, model_cfg), cfg, weights)
     model.load_state_dict(state, strict=True)
@@ -482,7 +501,8 @@ def evaluate_adapter(directory: str | Path, data: str = "", split: str = "", n_e
     if cfg.source == "fm":
         from fm4npp.downstream.features import FeatureCache, backbone_states
 
-        cache = FeatureCache(cfg.cache_dir or None, result["checkpoint_hash"])
+        cache = FeatureCache(cfg.cache_dir or paths.feature_cache(cfg.storage or None),
+                             result["checkpoint_hash"])
         states = backbone_states(backbone, events, cache=cache, batch_size=batch_size)
     preds = predict(model, events, states, batch_size)
     kin = event_kinematics(cfg, events) if cfg.task == "tracking" else None
@@ -493,13 +513,13 @@ def evaluate_adapter(directory: str | Path, data: str = "", split: str = "", n_e
 
 def compare(base: FinetuneConfig, sources: Sequence[str], splits: dict | None = None, log=print) -> list[dict]:
     """The same task on the same train/test events with several feature sources."""
-    import dataclasses
-
     if splits is None:
         extra = {}
         if base.backbone:
-            from fm4npp.downstream.features import load_backbone
+            from fm4npp.downstream.features import load_backbone, resolve_backbone
 
+            base = dataclasses.replace(base, backbone=str(resolve_backbone(base.backbone,
+                                                                           base.storage or None)))
             extra = load_backbone(base.backbone)[1]
         splits = {
             "train": load_split(base, base.train_split, extra=extra),

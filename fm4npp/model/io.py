@@ -51,7 +51,7 @@ def save_pretrained(model: FM4NPP, directory, extra: dict | None = None) -> Path
 
 def from_pretrained(directory, map_location: str | torch.device = "cpu") -> tuple[FM4NPP, dict]:
     """Load (model, extra). Any missing, unexpected or mis-shaped tensor is an error."""
-    from safetensors.torch import load_file
+    from fm4npp.files import read_safetensors
 
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
@@ -71,7 +71,7 @@ def from_pretrained(directory, map_location: str | torch.device = "cpu") -> tupl
         raise ValueError(f"{cfg_path}: bad model_config: {exc}") from None
 
     model = FM4NPP(cfg)
-    state = load_file(str(w_path), device=str(map_location))
+    state = read_safetensors(w_path, device=str(map_location))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

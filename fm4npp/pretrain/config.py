@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from fm4npp.runs import PROJECT_ROOT
+from fm4npp import paths
 
 
 @dataclass
@@ -51,7 +51,9 @@ class PretrainConfig:
     # optimizer, schedule and data order; its event/D/C counters carry over so they stay totals).
     init_from: str = ""
     run_name: str = ""  # stable name (resume key); "" = derived from the config hash
-    storage_path: str = str(PROJECT_ROOT / "runs")  # Ray Train checkpoints and run dirs
+    # Ray Train run dirs and checkpoints; "" = fm4npp.paths.storage_root() ($FM4NPP_STORAGE,
+    # else <data home>/runs)
+    storage_path: str = ""
     experiment: str = "fm4npp-pretrain"  # MLflow experiment
     fault_at_step: int = 0  # testing only: rank 0 SIGKILLs itself once at this step
 
@@ -118,17 +120,16 @@ class PretrainConfig:
                 raise ValueError(f"bad pretraining config: {msg}")
         init_from = ""
         if self.init_from:
-            from fm4npp.pretrain.loop import MODEL_FILE, STATE_FILE
+            from fm4npp.pretrain.checkpoint import MODEL_FILE, STATE_JSON, is_train_checkpoint
 
             init_from = str(Path(self.init_from).expanduser().resolve())
-            missing = [f for f in (MODEL_FILE, STATE_FILE) if not (Path(init_from) / f).is_file()]
-            if missing:
-                raise ValueError(f"bad pretraining config: init_from {init_from} lacks {missing} "
-                                 "(not a pretraining checkpoint)")
+            if not is_train_checkpoint(init_from):
+                raise ValueError(f"bad pretraining config: init_from {init_from} lacks "
+                                 f"{MODEL_FILE} or {STATE_JSON} (not a pretraining checkpoint)")
         warmup = self.warmup if self.warmup >= 0 else max(1, self.steps // 10)
         out = dataclasses.replace(
             self, data=str(data), bins=str(bins), warmup=min(warmup, self.steps), init_from=init_from,
-            storage_path=str(Path(self.storage_path).expanduser().resolve()),
+            storage_path=str(paths.storage_root(self.storage_path or None)),
         )
         if not out.run_name:
             out = dataclasses.replace(out, run_name=f"pretrain-{out.preset}-{out.config_hash()}")

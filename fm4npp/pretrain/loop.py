@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fm4npp.files import read_safetensors
+from fm4npp.pretrain.checkpoint import (MODEL_FILE, PRETRAINED_DIR, load_train_state,
+                                        save_train_state)
 from fm4npp.pretrain.config import PretrainConfig
-
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "train_state.pt"
-PRETRAINED_DIR = "pretrained"  # in the final checkpoint: fm4npp.model.io.from_pretrained dir
 
 
 # -- schedule & data order ------------------------------------------------------------------
@@ -216,10 +215,9 @@ def evaluate(model, events: list[dict], batch_size: int, rank: int, world: int, 
 
 def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra,
                      final: bool = False) -> str:
-    """A checkpoint directory: model.safetensors, train_state.pt (optimizer, scheduler, RNG,
-    step, data position, counters, config, bins hash) and, for the final one, ``pretrained/``
-    in fm4npp.model.io format (what the downstream adapters load)."""
-    import torch
+    """A checkpoint directory (fm4npp.pretrain.checkpoint): model weights, the training state
+    (optimizer, scheduler, RNG, step, data position, counters, config, bins hash) and, for the
+    final one, ``pretrained/`` in fm4npp.model.io format (what the downstream adapters load)."""
     from safetensors.torch import save_file
 
     d = tempfile.mkdtemp(prefix="fm4npp-ckpt-")
@@ -231,17 +229,10 @@ def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra,
         save_pretrained(raw_model, os.path.join(d, PRETRAINED_DIR),
                         extra={"bins_hash": bins_hash, "bins": cfg_dict["bins"], "step": step,
                                "pretrain_run": cfg_dict["run_name"]})
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                "rng": _rng_state(), "config": cfg_dict,
-                "bins_hash": bins_hash, **extra}, os.path.join(d, STATE_FILE))
+    save_train_state(d, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "step": step, "rng": _rng_state(), "config": cfg_dict,
+                         "bins_hash": bins_hash, **extra})
     return d
-
-
-def load_train_state(ckpt_dir: str) -> dict:
-    import torch
-
-    # our own file (optimizer/RNG state holds numpy objects): full unpickling is intended
-    return torch.load(os.path.join(ckpt_dir, STATE_FILE), map_location="cpu", weights_only=False)
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -257,7 +248,6 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
-    from safetensors.torch import load_file
 
     from fm4npp.model.backbone import FM4NPP
     from fm4npp.model.flops import flops_per_token
@@ -308,7 +298,7 @@ def train_loop_per_worker(config: dict) -> None:
                 raise ValueError(
                     f"checkpoint {ckpt.path} was trained with serialization bins "
                     f"{state['bins_hash']} but {cfg.bins} has hash {bins_hash}; refusing to resume")
-            raw_model.load_state_dict(load_file(os.path.join(d, MODEL_FILE)), strict=True)
+            raw_model.load_state_dict(read_safetensors(os.path.join(d, MODEL_FILE)), strict=True)
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             _set_rng_state(state["rng"])
@@ -320,7 +310,8 @@ def train_loop_per_worker(config: dict) -> None:
         if state["bins_hash"] != bins_hash:
             raise ValueError(f"init_from {cfg.init_from} was trained with serialization bins "
                              f"{state['bins_hash']} but {cfg.bins} has hash {bins_hash}")
-        raw_model.load_state_dict(load_file(os.path.join(cfg.init_from, MODEL_FILE)), strict=True)
+        raw_model.load_state_dict(read_safetensors(os.path.join(cfg.init_from, MODEL_FILE)),
+                                  strict=True)
         counters = dict(state["counters"])
     raw_model.to(device)
     model = (ray.train.torch.prepare_model(raw_model, move_to_device=device) if world > 1

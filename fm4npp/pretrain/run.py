@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fm4npp import runs
 from fm4npp.pretrain.config import PretrainConfig
-from fm4npp.pretrain.loop import PRETRAINED_DIR
+from fm4npp.pretrain.checkpoint import PRETRAINED_DIR
 
 RUN_INFO = "fm4npp_run.json"  # beside Ray's files in the run dir: bins hash, MLflow run id
 
@@ -204,6 +204,28 @@ def _log_artifacts(run_id: str, cfg: PretrainConfig) -> None:
     runs.log_dict(run_id, cfg.to_dict(), "pretrain_config.json")
 
 
+def judge_against_baseline(run_id: str, run_name: str, metrics: dict) -> float | None:
+    """val_mse / val_baseline_mse of a finished run, logged as ``val_mse_over_baseline``; a run
+    that ends no better than predicting a constant warns and is tagged
+    ``fm4npp.worse_than_baseline`` (its numbers say nothing about scaling)."""
+    import logging
+
+    val, base = metrics.get("val_mse"), metrics.get("val_baseline_mse")
+    if val is None or not base:
+        return None
+    ratio = float(val) / float(base)
+    c = runs.client()
+    runs.log_metrics(run_id, {"val_mse_over_baseline": ratio}, step=int(metrics.get("step", 0)))
+    worse = ratio >= 1.0
+    c.set_tag(run_id, "fm4npp.worse_than_baseline", str(worse).lower())
+    if worse:
+        logging.getLogger(__name__).warning(
+            "pretraining run %s ended WORSE than the constant predictor: val MSE %.4g vs %.4g "
+            "(%.2fx); more steps, a lower lr or more data are needed before this run means "
+            "anything", run_name, val, base, ratio)
+    return ratio
+
+
 def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | None = None,
                     tags: dict | None = None, datasets: dict | None = None) -> dict:
     """Train (or resume) one run; returns {val_mse, val_baseline_mse, N, D, C, events, steps,
@@ -221,7 +243,7 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
     run_tags = {"preset": cfg.preset, "bins_hash": h, **(tags or {})}
     params = {**cfg.to_dict(), "bins_hash": h}
     run_id, _ = runs.get_or_start_run(cfg.run_name, params, run_tags, parent_run_id,
-                                      cfg.experiment)
+                                      cfg.experiment, storage=cfg.storage_path)
     _write_run_info(cfg, {**info, "bins_hash": h, "mlflow_run_id": run_id,
                           "experiment": cfg.experiment, "config": cfg.to_dict()})
     cbs = [make_mlflow_callback(run_id, runs.tracking_uri()), *(callbacks or [])]
@@ -233,10 +255,14 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
     m = dict(result.metrics or {})
     ckpt = result.checkpoint.path if result.checkpoint else None
     _log_artifacts(run_id, cfg)
+    judge_against_baseline(run_id, cfg.run_name, m)
     runs.end_run(run_id, "FINISHED")
     return {
         "val_mse": m.get("val_mse"),
         "val_baseline_mse": m.get("val_baseline_mse"),
+        "val_mse_over_baseline": (m["val_mse"] / m["val_baseline_mse"]
+                                  if m.get("val_mse") is not None and m.get("val_baseline_mse")
+                                  else None),
         "N": m.get("params_N"),
         "D": m.get("spacepoints_D"),
         "C": m.get("flops_C"),
