@@ -2,12 +2,17 @@
 
 Each subpackage owns its commands in a `cli.py` exposing `register(subparsers)`; the
 handler is stored as `func` on the parsed namespace and returns an exit code.
+
+Bad input data found anywhere under a command, Ray workers included, ends it with one line
+naming the file, the row and the problem; the traceback goes to a log file named in that line
+(the handler's ``args.error_log`` if it set one, else a temporary file).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Subpackages whose commands the console script offers, in help order.
@@ -37,7 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        from fm4npp.data.io import find_data_error
+
+        err = find_data_error(exc)
+        if err is None:
+            raise
+        log = _write_traceback(exc, getattr(args, "error_log", None))
+        print(f"fm4npp {args.command}: {err.one_line()} (traceback in {log})", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(exc: BaseException, path: str | None) -> str:
+    import tempfile
+    import traceback
+    from pathlib import Path
+
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        fd, path = tempfile.mkstemp(prefix="fm4npp-error-", suffix=".log")
+        os.close(fd)
+    # a Ray wrapper's text holds the worker-side traceback too
+    Path(path).write_text("".join(traceback.format_exception(exc)))
+    return path
 
 
 if __name__ == "__main__":

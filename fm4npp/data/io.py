@@ -25,8 +25,10 @@ from fm4npp.data.schema import (
     EVENT_SCHEMA,
     HIT_COLUMNS,
     N_PID_CLASSES,
-    SCHEMA_VERSION,
+    READABLE_SCHEMA_VERSIONS,
     TRACK_TYPE,
+    expected_type,
+    nullable,
     pid_class_of,
 )
 
@@ -58,16 +60,25 @@ class Problem:
 
 
 class DataError(ValueError):
-    """Bad input data; ``problems`` lists everything found (``problem`` is the first)."""
+    """Bad input data; ``problems`` lists everything found (``problem`` is the first).
 
-    def __init__(self, problems: Problem | Sequence[Problem]):
+    ``hint``: what to do for the whole list (e.g. the command that lists every problem).
+    Pickles with its problems, so it crosses Ray task boundaries intact."""
+
+    def __init__(self, problems: Problem | Sequence[Problem], hint: str = ""):
         self.problems = [problems] if isinstance(problems, Problem) else list(problems)
         if not self.problems:
             raise ValueError("DataError needs at least one problem")
+        self.hint = hint
         lines = [str(p) for p in self.problems[:20]]
         if len(self.problems) > 20:
             lines.append(f"... and {len(self.problems) - 20} more problems")
+        if hint:
+            lines.append(hint)
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        return (type(self), (self.problems, self.hint))
 
     @property
     def problem(self) -> Problem:
@@ -80,6 +91,34 @@ class DataError(ValueError):
     @property
     def row(self) -> int | None:
         return self.problem.row
+
+    def one_line(self, limit: int = 3) -> str:
+        """The first ``limit`` problems on one line, then how many more there are (and the hint)."""
+        text = "; ".join(" ".join(str(p).split()) for p in self.problems[:limit])
+        more = len(self.problems) - limit
+        if more > 0:
+            text += f"; and {more} more problem{'s' * (more > 1)}" + (f": {self.hint}" if self.hint else "")
+        return text
+
+
+def find_data_error(exc: BaseException) -> DataError | None:
+    """The DataError behind ``exc``, or None: looks through exception chaining and Ray's
+    wrappers (``RayTaskError.cause``, Ray Train's ``WorkerGroupError.worker_failures`` and
+    ``ControllerError.controller_failure``), so a bad file met inside a Ray worker can be
+    reported as the one line it is."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)  # RayTaskError(DataError) also passes isinstance
+        if isinstance(e, DataError):
+            return cause if isinstance(cause, DataError) else e
+        failures = getattr(e, "worker_failures", None)
+        todo += [cause, getattr(e, "controller_failure", None), e.__cause__, e.__context__,
+                 *(failures.values() if isinstance(failures, dict) else ())]
+    return None
 
 
 # ---------------------------------------------------------------------------- files
@@ -109,10 +148,8 @@ def manifest_problems(manifest: dict, path: str) -> list[Problem]:
     version = manifest.get("schema_version")
     if version is None:
         problems.append(Problem(path, "manifest has no schema_version"))
-    elif str(version) != str(SCHEMA_VERSION):
-        problems.append(
-            Problem(path, f"manifest schema_version {version!r}, this code reads {SCHEMA_VERSION}")
-        )
+    elif _version(version) is None:
+        problems.append(Problem(path, f"manifest schema_version {version!r}, this code reads {_READABLE}"))
     files = manifest.get("files")
     if not isinstance(files, dict):
         problems.append(Problem(path, "manifest has no 'files' object {name: {sha256, events}}"))
@@ -164,25 +201,47 @@ def open_shard(path: str | Path) -> pq.ParquetFile:
     return pf
 
 
+_READABLE = " or ".join(map(str, READABLE_SCHEMA_VERSIONS))
+
+
+def _version(value) -> int | None:
+    """A readable schema version from a manifest value or file metadata bytes, else None."""
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return int(text) if text in map(str, READABLE_SCHEMA_VERSIONS) else None
+
+
 def schema_problems(schema: pa.Schema, file: str) -> list[Problem]:
-    """Schema version (file metadata) and the columns of EVENT_SCHEMA with their types."""
+    """Schema version (file metadata) and the columns of EVENT_SCHEMA with their types; files
+    of version >= 2 must also declare every field non-nullable."""
     problems = []
-    version = (schema.metadata or {}).get(SCHEMA_VERSION_KEY)
-    if version is None:
+    raw = (schema.metadata or {}).get(SCHEMA_VERSION_KEY)
+    version = None if raw is None else _version(raw)
+    if raw is None:
         problems.append(Problem(file, f"no {SCHEMA_VERSION_KEY.decode()} in the file metadata"))
-    elif version.decode(errors="replace") != str(SCHEMA_VERSION):
-        problems.append(
-            Problem(file, f"schema version {version.decode(errors='replace')!r}, this code reads {SCHEMA_VERSION}")
-        )
+    elif version is None:
+        problems.append(Problem(file, f"schema version {raw.decode(errors='replace')!r}, this code reads {_READABLE}"))
     for field in EVENT_SCHEMA:
         idx = schema.get_field_index(field.name)
         if idx < 0:
             problems.append(Problem(file, "column missing", column=field.name))
-        elif not schema.field(idx).type.equals(field.type):
-            problems.append(
-                Problem(file, f"type {schema.field(idx).type}, expected {field.type}", column=field.name)
-            )
+            continue
+        got = schema.field(idx)
+        if not nullable(got.type).equals(nullable(field.type)):
+            problems.append(Problem(file, f"type {got.type}, expected {field.type}", column=field.name))
+        elif (version or 0) >= 2 and (got.nullable or not got.type.equals(expected_type(field.name, version))):
+            problems.append(Problem(file, f"declared nullable ({got.type}), schema version {version} "
+                                    f"declares {field.type} not null", column=field.name))
     return problems
+
+
+def read_row_group(pf: pq.ParquetFile, path, group: int, row0: int, columns=None) -> pa.Table:
+    """Row group ``group`` (first row ``row0``) of an open shard; DataError naming the rows."""
+    try:
+        return pf.read_row_group(group, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        last = row0 + pf.metadata.row_group(group).num_rows - 1
+        raise DataError(Problem(str(path), f"rows {row0}..{last} unreadable (corrupt or truncated?): "
+                                f"{exc}", row=row0)) from None
 
 
 # ---------------------------------------------------------------------------- content checks
@@ -388,11 +447,7 @@ def iter_tables(
         row0 = 0
         for g in range(pf.num_row_groups):
             nrows = pf.metadata.row_group(g).num_rows
-            try:
-                table = pf.read_row_group(g, columns=columns)
-            except (pa.ArrowException, OSError) as exc:
-                raise DataError(Problem(str(path), f"rows {row0}..{row0 + nrows - 1} unreadable "
-                                        f"(corrupt or truncated?): {exc}", row=row0)) from None
+            table = read_row_group(pf, path, g, row0, columns)
             if check:
                 problems = table_problems(table, str(path), row0, empty="keep" if empty == "skip" else empty)
                 if problems:

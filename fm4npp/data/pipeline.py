@@ -1,7 +1,8 @@
 """Parquet events -> serialized events -> padded torch batches, with Ray Data or plain Python.
 
-Ray path (training): ``build_dataset`` = ``ray.data.read_parquet`` -> ``map_batches`` on an
-actor pool of :class:`SerializeBatch` workers -> a Dataset of serialized rows; a Ray Train
+Ray path (training): ``build_dataset`` = one read task per shard (:func:`read_shards`, the
+checked reader of ``fm4npp.data.io``) -> ``map_batches`` on an actor pool of
+:class:`SerializeBatch` workers -> a Dataset of serialized rows; a Ray Train
 worker takes ``ray.train.get_dataset_shard(...)`` and iterates it with
 ``torch_batches(shard, cfg, epoch)`` (``iter_torch_batches`` + :func:`collate`).
 Plain path (tests, adapters, non-Ray users): ``load_serialized`` + ``collate``. Both call the
@@ -14,6 +15,10 @@ second, independent hash v(event_id) < f, so a smaller fraction is always a subs
 Serialized rows on the Ray path are flat Arrow lists (coords 3N floats, targets 3kN, ...) plus
 ``n_points``; ``row_to_event`` / ``collate`` reshape them. Ragged columns reach ``collate`` as
 numpy object arrays.
+
+Bad input met inside a Ray task (a shard truncated after validation, an event that cannot be
+serialized) raises :class:`fm4npp.data.io.DataError` naming the file and row; the read stage
+carries each event's file and row (``_file``, ``_row``) for that.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from fm4npp.serialize.events import (CROPPED, DROPPED_CAP, KEPT, SEEN, SKIPPED_F
 
 SPLITS = ("train", "val", "test")
 READ_COLUMNS = ["event_id", "hit_x", "hit_y", "hit_z", "hit_energy", "hit_track_id", "hit_pid_class", "hit_noise"]
+PLACE_COLUMNS = ["_file", "_row"]  # where each event came from (Ray path), for error messages
 # Per-point fields of a serialized event, with their per-point shape tail and torch pad value.
 POINT_FIELDS = {"coords": ((3,), 0.0), "energy": ((), 0.0), "order": ((), -1), "track_id": ((), -1),
                 "pid_class": ((), -1), "noise": ((), -1)}
@@ -221,9 +227,40 @@ def _to_arrow(events: list[dict]):
     })
 
 
+def read_shards(batch):
+    """Ray Data UDF: a batch of shard paths -> their events (READ_COLUMNS, current schema)
+    plus each event's file and row. Unreadable files raise DataError naming file and rows."""
+    import pyarrow as pa
+
+    from fm4npp.data.io import DataError, Problem, iter_tables
+    from fm4npp.data.ray_errors import for_ray
+    from fm4npp.data.schema import EVENT_SCHEMA
+
+    schema = pa.schema([EVENT_SCHEMA.field(c) for c in READ_COLUMNS])
+    tables = []
+    for path in batch.column("path").to_pylist():
+        try:
+            for _, row0, table in iter_tables(path, READ_COLUMNS, check=False, empty="keep"):
+                try:
+                    # one block type whatever the file's schema version (v1 declared nullable)
+                    table = table.cast(schema)
+                except (pa.ArrowException, ValueError) as exc:
+                    raise DataError(Problem(path, f"rows from {row0}: {exc}", row=row0)) from None
+                n = table.num_rows
+                tables.append(table.append_column("_file", pa.array([path] * n, pa.string()))
+                              .append_column("_row", pa.array(np.arange(row0, row0 + n), pa.int64())))
+        except DataError as exc:
+            raise for_ray(exc) from exc
+    if not tables:
+        return pa.table({**{f.name: pa.array([], f.type) for f in schema},
+                         "_file": pa.array([], pa.string()), "_row": pa.array([], pa.int64())})
+    return pa.concat_tables(tables)
+
+
 class SerializeBatch:
     """Ray Data actor: an Arrow batch of raw events -> an Arrow batch of serialized events of
-    one split (events of other splits, and skipped/dropped events, leave no row)."""
+    one split (events of other splits, and skipped/dropped events, leave no row). An event
+    that fails to serialize raises DataError naming its file and row (``_file``/``_row``)."""
 
     def __init__(self, bins_content: dict, pipeline_cfg: dict, split: str):
         self.bins = Bins(bins_content)
@@ -235,12 +272,20 @@ class SerializeBatch:
     def __call__(self, table):
         import pyarrow as pa
 
-        from fm4npp.data.io import table_to_events
+        from fm4npp.data.io import Problem, table_to_events
+        from fm4npp.data.ray_errors import RayDataError
 
-        mask = keep_mask(table.column("event_id").to_numpy(), self.split, self.cfg)
+        table = table.filter(pa.array(keep_mask(table.column("event_id").to_numpy(), self.split, self.cfg)))
+        n = table.num_rows
+        files = table.column("_file").to_pylist() if "_file" in table.column_names else ["(unknown file)"] * n
+        rows = table.column("_row").to_pylist() if "_row" in table.column_names else [None] * n
         events = []
-        for ev in table_to_events(table.filter(pa.array(mask))):
-            s = serialize_event(ev, self.bins, self.cfg.serialize, self.stats)
+        for i, ev in enumerate(table_to_events(table.drop_columns([c for c in PLACE_COLUMNS if c in table.column_names]))):
+            try:
+                s = serialize_event(ev, self.bins, self.cfg.serialize, self.stats)
+            except Exception as exc:  # any failure on one event: name the event, keep the cause
+                raise RayDataError(Problem(files[i], f"cannot serialize: {type(exc).__name__}: {exc}",
+                                           row=rows[i], event_id=int(ev["event_id"]))) from exc
             if s is not None:
                 events.append(s)
         if self.cfg.bucket_by_length:
@@ -264,17 +309,16 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
     check_compatible(bins, cfg.serialize)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
+    # A bad file met in a task reaches the caller as itself (file, row, problem), not as a
+    # UserCodeException that keeps only its text (see fm4npp.data.ray_errors).
+    ctx.raise_original_map_exception = True
     paths = [str(p) for p in shard_paths(data_dir)]
-    # Ray 2.60's V2 Parquet reader starts a footer-reader actor (a new worker process, ~1.5
-    # CPU-s) and a listing task on every execution, i.e. every epoch; the V1 reader plans in
-    # the driver. One read task at a time: reading is ~10x cheaper than serializing, and each
-    # extra concurrent task is another worker process to start.
-    use_v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
-    try:
-        ds = ray.data.read_parquet(paths, columns=READ_COLUMNS, num_cpus=cfg.read_num_cpus,
-                                   concurrency=cfg.read_concurrency)
-    finally:
-        ctx.use_datasource_v2 = use_v2
+    # One task per shard, reading with fm4npp.data.io (errors name file and rows). One read
+    # task at a time by default: reading is ~10x cheaper than serializing, and each extra
+    # concurrent task is another worker process to start.
+    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
+    ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=cfg.read_num_cpus,
+                        compute=ray.data.TaskPoolStrategy(size=cfg.read_concurrency))
     if len(paths) < 2 * cfg.num_actors:
         # One block (a file) feeds one actor at a time: with too few files for the pool, cut
         # blocks to map_batch_size events (streaming, no shuffle) so all actors work.

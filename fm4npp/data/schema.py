@@ -4,13 +4,21 @@ Units: cm for positions, GeV/c for momenta, ``hit_energy`` in ADC-like units (th
 TPCpp-10M scale: mean ~250). Bump ``SCHEMA_VERSION`` on any change of columns or meaning;
 readers refuse a version they do not know.
 
+Every file is self-describing: its Arrow schema metadata carries the schema version, the
+units (``fm4npp.units``), the PID class names (``fm4npp.pid_classes``) and the noise
+definition (``fm4npp.noise``), the last three as JSON. No field can be null.
+
+Versions: 2 (current) declares every field non-nullable and carries the metadata above;
+1 had the same columns and meaning, declared nullable and without units metadata. Readers
+accept both (a null in a version-1 file is a content problem, found by the checks).
+
 Columns
 -------
 event_id       int64            unique within a data set (seed block * block size + index)
 hit_x/y/z      list<float32>    spacepoint position [cm], at the layer-centre radius
 hit_energy     list<float32>    deposited charge of the cluster [ADC-like units]
 hit_track_id   list<int32>      truth track that made the hit (index into ``tracks.track_id``)
-hit_pdg        list<int32>      PDG id of that track
+hit_pdg        list<int32>      PDG id of that track (0: unknown)
 hit_pid_class  list<int8>       PID class, see ``PID_CLASSES``
 hit_noise      list<bool>       hit from a particle with p < ``NOISE_P_MAX`` at production
 tracks         list<struct>     per truth track: track_id int32, pdg int32, charge int8,
@@ -20,14 +28,26 @@ tracks         list<struct>     per truth track: track_id int32, pdg int32, char
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 # PID classes of the paper / TPCpp-10M.
 PID_CLASSES = {0: "other", 1: "pi+-", 2: "K+-", 3: "p/pbar", 4: "e+-"}
 N_PID_CLASSES = len(PID_CLASSES)
 NOISE_P_MAX = 0.060  # GeV/c: hits of particles produced below this momentum are "noise"
+NOISE_DEFINITION = (f"hit_noise is true for hits of particles produced with momentum "
+                    f"p < {NOISE_P_MAX * 1000:g} MeV/c")
+UNITS = {
+    "hit_x": "cm", "hit_y": "cm", "hit_z": "cm",
+    "hit_energy": "ADC-like units (TPCpp-10M scale, mean ~250)",
+    "tracks.px": "GeV/c", "tracks.py": "GeV/c", "tracks.pz": "GeV/c",
+    "tracks.vx": "cm", "tracks.vy": "cm", "tracks.vz": "cm",
+    "tracks.charge": "e",
+}
 
 
 def pid_class_of(pdg):
@@ -43,21 +63,27 @@ def pid_class_of(pdg):
     return out
 
 
-TRACK_TYPE = pa.struct(
-    [
-        ("track_id", pa.int32()),
-        ("pdg", pa.int32()),
-        ("charge", pa.int8()),
-        ("px", pa.float32()),
-        ("py", pa.float32()),
-        ("pz", pa.float32()),
-        ("vx", pa.float32()),
-        ("vy", pa.float32()),
-        ("vz", pa.float32()),
-        ("parent_id", pa.int32()),
-        ("is_primary", pa.bool_()),
-    ]
-)
+def _required(name: str, typ: pa.DataType) -> pa.Field:
+    return pa.field(name, typ, nullable=False)
+
+
+def _list(typ: pa.DataType) -> pa.ListType:
+    return pa.list_(_required("item", typ))
+
+
+TRACK_TYPE = pa.struct([
+    _required("track_id", pa.int32()),
+    _required("pdg", pa.int32()),
+    _required("charge", pa.int8()),
+    _required("px", pa.float32()),
+    _required("py", pa.float32()),
+    _required("pz", pa.float32()),
+    _required("vx", pa.float32()),
+    _required("vy", pa.float32()),
+    _required("vz", pa.float32()),
+    _required("parent_id", pa.int32()),
+    _required("is_primary", pa.bool_()),
+])
 
 HIT_COLUMNS = {
     "hit_x": pa.float32(),
@@ -70,9 +96,31 @@ HIT_COLUMNS = {
     "hit_noise": pa.bool_(),
 }
 
+SCHEMA_METADATA = {
+    b"fm4npp.schema_version": str(SCHEMA_VERSION).encode(),
+    b"fm4npp.units": json.dumps(UNITS).encode(),
+    b"fm4npp.pid_classes": json.dumps({str(k): v for k, v in PID_CLASSES.items()}).encode(),
+    b"fm4npp.noise": json.dumps({"definition": NOISE_DEFINITION, "p_max_GeV": NOISE_P_MAX}).encode(),
+}
+
 EVENT_SCHEMA = pa.schema(
-    [("event_id", pa.int64())]
-    + [(name, pa.list_(t)) for name, t in HIT_COLUMNS.items()]
-    + [("tracks", pa.list_(TRACK_TYPE))],
-    metadata={b"fm4npp.schema_version": str(SCHEMA_VERSION).encode()},
+    [_required("event_id", pa.int64())]
+    + [_required(name, _list(t)) for name, t in HIT_COLUMNS.items()]
+    + [_required("tracks", _list(TRACK_TYPE))],
+    metadata=SCHEMA_METADATA,
 )
+
+
+def nullable(typ: pa.DataType) -> pa.DataType:
+    """``typ`` with every nested field nullable (how schema version 1 declared it)."""
+    if pa.types.is_list(typ):
+        return pa.list_(nullable(typ.value_type))
+    if pa.types.is_struct(typ):
+        return pa.struct([pa.field(f.name, nullable(f.type)) for f in typ])
+    return typ
+
+
+def expected_type(name: str, version: int = SCHEMA_VERSION) -> pa.DataType:
+    """The type of column ``name`` in files of schema ``version``."""
+    typ = EVENT_SCHEMA.field(name).type
+    return typ if version >= 2 else nullable(typ)

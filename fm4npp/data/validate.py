@@ -20,11 +20,13 @@ from fm4npp.data.io import (
     load_manifest,
     manifest_problems,
     open_shard,
+    read_row_group,
     table_problems,
 )
+from fm4npp.data.schema import nullable
 from fm4npp.data.shards import sha256_file
 
-__all__ = ["Problem", "validate_dataset"]
+__all__ = ["Problem", "check_dataset", "validate_dataset"]
 
 
 def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> list[Problem]:
@@ -73,7 +75,9 @@ def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> lis
         except DataError as exc:
             problems += exc.problems
             continue
-        schema = pf.schema_arrow.remove_metadata()
+        # Nullability aside (each shard was checked against its own schema version), so a
+        # data set resumed across a version change still counts as one schema.
+        schema = pa.schema([(f.name, nullable(f.type)) for f in pf.schema_arrow])
         if ref_schema is None:
             ref_schema = (name, schema)
         elif not schema.equals(ref_schema[1]):
@@ -86,10 +90,9 @@ def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> lis
         for g in range(pf.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
             try:
-                table = pf.read_row_group(g)
-            except (pa.ArrowException, OSError) as exc:
-                problems.append(Problem(str(path), f"rows {row0}..{row0 + n - 1} unreadable "
-                                        f"(corrupt or truncated?): {exc}", row=row0))
+                table = read_row_group(pf, path, g, row0)
+            except DataError as exc:
+                problems += exc.problems
                 row0 += n
                 continue
             problems += table_problems(table, str(path), row0, empty="keep" if allow_empty else "error")
@@ -110,3 +113,10 @@ def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> lis
     ):
         problems.append(Problem(manifest_path, f"counts.events {expected}, shards hold {total_rows}"))
     return problems
+
+
+def check_dataset(directory: str | Path, *, allow_empty: bool = False) -> None:
+    """Raise DataError with every problem :func:`validate_dataset` finds (nothing if valid)."""
+    problems = validate_dataset(directory, allow_empty=allow_empty)
+    if problems:
+        raise DataError(problems, hint=f"run `fm4npp data validate {directory}` for all")

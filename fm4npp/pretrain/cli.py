@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -19,6 +20,10 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any PretrainConfig field, repeatable (e.g. --set lr=1e-3)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--skip-validation", action="store_true",
+                   help="do not check the data set (manifest, hashes, schema, labels, values, "
+                        "empty events) or that the bins were fitted on it; a missing data "
+                        "directory or bins still refuse")
     p.set_defaults(func=handler)
 
 
@@ -35,15 +40,27 @@ def handler(args: argparse.Namespace) -> int:
         print(f"fm4npp pretrain: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
-    import ray
+    from fm4npp.data.io import DataError
+    from fm4npp.pretrain.run import RefusedError, check_inputs, run_pretraining
 
-    from fm4npp.pretrain.run import RefusedError, run_pretraining
+    try:
+        check_inputs(cfg, args.skip_validation)  # before Ray starts: bad input fails in seconds
+    except RefusedError as exc:
+        print(f"fm4npp pretrain: refused: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"fm4npp pretrain: {exc.one_line()}", file=sys.stderr)
+        return 2
+
+    import ray
 
     if not ray.is_initialized():
         ray.init(address=args.address, include_dashboard=False,
                  runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": runs.tracking_uri()}})
+    # where fm4npp.cli.main puts the traceback of a bad file met inside a Ray worker
+    args.error_log = str(Path(cfg.storage_path) / cfg.run_name / "fm4npp_error.log")
     try:
-        result = run_pretraining(cfg)
+        result = run_pretraining(cfg, skip_validation=args.skip_validation)
     except RefusedError as exc:
         print(f"fm4npp pretrain: refused: {exc}", file=sys.stderr)
         return 2

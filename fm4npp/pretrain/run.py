@@ -86,6 +86,54 @@ def bins_hash(cfg: PretrainConfig) -> str:
         raise RefusedError(f"unusable serialization bins {path}: {exc}") from exc
 
 
+# -- input validation ---------------------------------------------------------------------
+_VALIDATED: dict[tuple[str, str], tuple] = {}  # (data, bins) -> file stats when they passed
+
+
+def check_inputs(cfg: PretrainConfig, skip_validation: bool = False) -> None:
+    """Refuse bad inputs of a resolved config before any Ray work: a missing data directory
+    or bins (RefusedError), any problem ``fm4npp data validate`` would list (DataError: file,
+    row, problem), bins fitted on another data set (RefusedError). ``skip_validation`` keeps
+    only the checks without which training cannot start. A check that passed is remembered
+    until a file changes, so the CLI and run_pretraining both calling it costs one validation.
+    """
+    from fm4npp.data.validate import check_dataset
+
+    data = Path(cfg.data)
+    if not data.is_dir():
+        raise RefusedError(f"data directory {data} " + ("is not a directory" if data.exists() else "does not exist"))
+    bins_hash(cfg)
+    if skip_validation:
+        return
+    key, stats = (cfg.data, cfg.bins), _file_stats(cfg)
+    if _VALIDATED.get(key) == stats:
+        return
+    check_dataset(data)
+    _check_bins_source(cfg)
+    _VALIDATED[key] = stats
+
+
+def _file_stats(cfg: PretrainConfig) -> tuple:
+    data = Path(cfg.data)
+    paths = [Path(cfg.bins), data / "manifest.json", *sorted(data.glob("*.parquet"))]
+    return tuple((str(p), st.st_size, st.st_mtime_ns) for p in paths if p.exists() for st in [p.stat()])
+
+
+def _check_bins_source(cfg: PretrainConfig) -> None:
+    """Bins fitted from a directory record its manifest digest (fm4npp.serialize.bins); refuse
+    them on a data set with another. Bins fitted on events in memory record none: accepted."""
+    from fm4npp.serialize import bins as bins_mod
+
+    source = str(bins_mod.load_bins(cfg.bins).content.get("fit", {}).get("source", ""))
+    fitted = source.partition(" manifest:")[2]
+    here = bins_mod._source_id(cfg.data).partition(" manifest:")[2]
+    if fitted and fitted != here:
+        raise RefusedError(
+            f"serialization bins {cfg.bins} were fitted on another data set ({source!r}; this "
+            f"one is manifest:{here}); refit them with `fm4npp serialize fit {cfg.data} --out "
+            f"{cfg.bins}` or pass --set bins=PATH")
+
+
 def build_datasets(cfg: PretrainConfig) -> dict:
     """{"train", "val"} Ray Datasets of serialized events. Validation (capped at
     ``val_events``) is materialized once on the driver; so is the training split in "memory"
@@ -227,15 +275,18 @@ def judge_against_baseline(run_id: str, run_name: str, metrics: dict) -> float |
 
 
 def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | None = None,
-                    tags: dict | None = None, datasets: dict | None = None) -> dict:
+                    tags: dict | None = None, datasets: dict | None = None,
+                    skip_validation: bool = False) -> dict:
     """Train (or resume) one run; returns {val_mse, val_baseline_mse, N, D, C, events, steps,
     checkpoint, pretrained (fm4npp.model.io directory of the final model), run_dir, run_name,
     mlflow_run_id, experiment, tracking_uri}.
 
     ``callbacks``: extra Ray Train callbacks (e.g. Tune's); ``parent_run_id``/``tags``: MLflow
     nesting for studies; ``datasets``: ``build_datasets(cfg)`` output to share between runs
-    on the same data (it must come from the same data, bins, fraction and order)."""
+    on the same data (it must come from the same data, bins, fraction and order).
+    ``skip_validation``: see :func:`check_inputs`."""
     cfg = cfg.resolved()
+    check_inputs(cfg, skip_validation)  # before any Ray, MLflow or run-dir work
     h = bins_hash(cfg)
     info = _check_run_dir(cfg, h)
     if cfg.data_mode == "stream":

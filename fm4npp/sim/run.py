@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fm4npp.data import shards
-from fm4npp.data.schema import SCHEMA_VERSION
+from fm4npp.data.schema import EVENT_SCHEMA, SCHEMA_VERSION
 from fm4npp.sim import secondaries as sec
 from fm4npp.sim.config import DigitizeConfig, SimConfig, TransportConfig
 from fm4npp.sim.digitize import build_table, digitize
@@ -119,7 +119,8 @@ def simulate_shard(cfg: SimConfig, block: int, n_events: int, out_dir: str | Non
             progress(t.num_rows)
     table = pa.concat_tables(tables).combine_chunks()
     ids = np.arange(n_events, dtype=np.int64) + block * cfg.events_per_shard
-    table = table.set_column(0, "event_id", pa.array(ids, pa.int64()))
+    # the schema's field, not a bare name: a name would make event_id nullable again
+    table = table.set_column(0, EVENT_SCHEMA.field("event_id"), pa.array(ids, pa.int64()))
     n_hits = int(pa.compute.sum(pa.compute.list_value_length(table["hit_x"])).as_py())
     entry = dict(events=n_events, block=block, pythia_seed=py_seed, hits=n_hits, **totals)
     if out_dir is None:

@@ -2,34 +2,34 @@
 # Stop the Ray cluster that ray_cluster/local/start.sh started (and only that one).
 #
 # `ray stop` would kill every Ray process on the host, including other users' clusters and
-# test sessions; instead signal the process group recorded at start, plus any process whose
-# command line names this cluster's session directory (workers Ray moved to their own group).
+# test sessions. Instead signal the processes of the session recorded at start, plus Ray
+# daemons naming this cluster's temp dir in a flag, each verified to be ours
+# (fm4npp_cluster_pids in common.sh): a stale or planted pgid never gets another process
+# killed.
 set -uo pipefail
 
-RAY_DIR=${FM4NPP_RAY_DIR:-/tmp/fm4npp-ray}
-STATE="$RAY_DIR/cluster.env"
-if [ ! -f "$STATE" ] && [ ! -f "$RAY_DIR/pgid" ]; then
+# shellcheck source=ray_cluster/local/common.sh
+source "$(dirname "$0")/common.sh"
+FM4NPP_PY=$(fm4npp_python)
+RAY_DIR=$(fm4npp_ray_dir)
+STATE=$RAY_DIR/cluster.env
+if [ ! -e "$STATE" ] && [ ! -e "$RAY_DIR/pgid" ]; then
     echo "stop.sh: no cluster state in $RAY_DIR; nothing to stop"
     exit 0
 fi
-PGID=$(cat "$RAY_DIR/pgid" 2>/dev/null || true)
-SESSION=""
-# shellcheck disable=SC1090
-[ -f "$STATE" ] && SESSION=$(source "$STATE" && echo "${FM4NPP_RAY_SESSION:-}")
-[ -n "$SESSION" ] || SESSION=$(readlink -f "$RAY_DIR/session_latest" 2>/dev/null || true)
+fm4npp_private_dir "$RAY_DIR"
 
-ours() {
-    local pids=""
-    [ -n "$PGID" ] && pids+=" $(pgrep -g "$PGID" 2>/dev/null | tr '\n' ' ')"
-    [ -n "$SESSION" ] && pids+=" $(pgrep -f -- "$SESSION" 2>/dev/null | tr '\n' ' ')"
-    # never ourselves or our parent shell; zombies are already dead (only their parent can
-    # reap them)
-    for p in $pids; do
-        [ "$p" != "$$" ] && [ "$p" != "$PPID" ] || continue
-        case "$(ps -o stat= -p "$p" 2>/dev/null)" in Z*|"") continue ;; esac
-        echo "$p"
-    done | sort -u
-}
+SID=0
+if [ -e "$STATE" ]; then
+    fm4npp_read_state "$RAY_DIR" ||
+        fm4npp_die "not stopping anything: fix or remove $STATE"
+    SID=${FM4NPP_STATE[FM4NPP_RAY_PGID]}
+elif fm4npp_private_file "$RAY_DIR/pgid"; then  # start.sh died before writing cluster.env
+    SID=$(head -c 16 "$RAY_DIR/pgid")
+    [[ $SID =~ ^[1-9][0-9]*$ ]] || SID=0
+fi
+
+ours() { fm4npp_cluster_pids "$RAY_DIR/ray" "$SID"; }
 
 pids=$(ours)
 if [ -n "$pids" ]; then
@@ -44,5 +44,5 @@ if [ -n "$pids" ]; then
         for _ in $(seq 20); do [ -z "$(ours)" ] && break; sleep 0.25; done
     fi
 fi
-rm -f "$STATE" "$RAY_DIR/pgid" "$RAY_DIR/ray_current_cluster"
+rm -f "$STATE" "$RAY_DIR/pgid" "$RAY_DIR/ray/ray_current_cluster"
 echo "Ray cluster in $RAY_DIR stopped"
