@@ -223,3 +223,90 @@ def test_replaced_shard_fails_hash_check(good, capsys):
     assert len(list(read_events(good))) == N_SHARDS * N_EVENTS  # content itself is fine
     with pytest.raises(DataError, match=f"{BAD}: sha256 does not match"):
         list(read_events(good, verify_hashes=True))
+
+
+def test_files_describe_themselves_and_declare_no_nullable_field(good):
+    """Units, PID class names and the noise definition travel with every shard."""
+    from fm4npp.data.schema import NOISE_P_MAX, PID_CLASSES
+
+    schema = pq.read_schema(good / BAD)
+    meta = schema.metadata
+    assert meta[b"fm4npp.schema_version"] == b"2"
+    units = json.loads(meta[b"fm4npp.units"])
+    assert units["hit_x"] == units["tracks.vz"] == "cm" and units["tracks.px"] == "GeV/c"
+    assert "ADC" in units["hit_energy"]
+    assert json.loads(meta[b"fm4npp.pid_classes"]) == {str(k): v for k, v in PID_CLASSES.items()}
+    noise = json.loads(meta[b"fm4npp.noise"])
+    assert noise["p_max_GeV"] == NOISE_P_MAX == 0.060 and "60 MeV/c" in noise["definition"]
+
+    def fields(typ):
+        for f in getattr(typ, "fields", None) or ([typ.value_field] if hasattr(typ, "value_field") else []):
+            yield f
+            yield from fields(f.type)
+
+    every = [f for top in schema for f in [top, *fields(top.type)]]
+    assert len(every) == 1 + 8 * 2 + 2 + 11  # event_id, hit lists + items, tracks + item + fields
+    assert not [f.name for f in every if f.nullable]
+    assert schema.equals(EVENT_SCHEMA) and schema.metadata == EVENT_SCHEMA.metadata
+
+
+def _write_v1(d, tables):
+    """A data set as schema version 1 wrote it: nullable fields, no units metadata."""
+    from fm4npp.data.schema import nullable
+    from fm4npp.data.shards import write_manifest
+
+    v1 = pa.schema([(f.name, nullable(f.type)) for f in EVENT_SCHEMA], metadata={b"fm4npp.schema_version": b"1"})
+    d.mkdir()
+    files = {}
+    for i, t in enumerate(tables):
+        name = f"events-{i:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(t.to_pylist(), schema=v1), d / name)
+        files[name] = {"sha256": sha256_file(d / name), "events": t.num_rows}
+    write_manifest(d, {"schema_version": 1, "files": files})
+
+
+def test_schema_version_1_data_sets_stay_readable(tmp_path):
+    d = tmp_path / "v1"
+    _write_v1(d, _tables())
+    assert pq.read_schema(d / BAD).field("hit_x").nullable
+    assert validate_dataset(d) == []
+    assert len(list(read_events(d))) == N_SHARDS * N_EVENTS
+    # a null in a v1 file is a content problem, with its place
+    rows = _tables()[1].to_pylist()
+    rows[BAD_ROW]["hit_z"][2] = None
+    _write_v1(tmp_path / "v1null", [_tables()[0], pa.Table.from_pylist(rows)])
+    text = "\n".join(map(str, validate_dataset(tmp_path / "v1null")))
+    assert f"events-00001.parquet: row {BAD_ROW} (event_id {N_EVENTS + BAD_ROW}): column hit_z: 1 null values" in text
+
+
+def test_version_2_file_declaring_nullable_fields_is_refused(good, capsys):
+    table = pq.read_table(good / BAD)
+    loose = pa.schema([pa.field(f.name, f.type) if f.name == "hit_energy" else f for f in table.schema],
+                      metadata=table.schema.metadata)
+    pq.write_table(table.cast(loose), good / BAD)
+    manifest = json.loads((good / "manifest.json").read_text())
+    manifest["files"][BAD]["sha256"] = sha256_file(good / BAD)
+    (good / "manifest.json").write_text(json.dumps(manifest))
+    _check_bad(good, capsys, "column hit_energy", "declared nullable", row=None)
+
+
+def test_every_writer_writes_the_schema(tmp_path):
+    """Simulation, the TPCpp-10M import and the toy writer all write EVENT_SCHEMA and its metadata."""
+    import numpy as np
+    from test_data_convert import _write_split
+
+    from fm4npp.data.convert import import_tpcpp
+    from fm4npp.serialize.events import write_toy_shards
+    from fm4npp.sim.config import SimConfig
+    from fm4npp.sim.run import simulate_shard
+
+    (tmp_path / "sim").mkdir()
+    simulate_shard(SimConfig(events=3, seed=1, events_per_shard=3), 0, 3, str(tmp_path / "sim"))
+    _write_split(tmp_path / "split", np.random.default_rng(0))
+    import_tpcpp(tmp_path / "split", tmp_path / "tpcpp")
+    write_toy_shards(tmp_path / "toy", 4, seed=0, events_per_shard=4)
+    files = sorted(tmp_path.glob("*/*.parquet"))
+    assert {f.parent.name for f in files} == {"sim", "tpcpp", "toy"}
+    for f in files:
+        schema = pq.read_schema(f)
+        assert schema.equals(EVENT_SCHEMA) and schema.metadata == EVENT_SCHEMA.metadata, f

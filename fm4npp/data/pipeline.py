@@ -237,7 +237,8 @@ def read_shards(batch):
     from fm4npp.data.schema import EVENT_SCHEMA
 
     schema = pa.schema([EVENT_SCHEMA.field(c) for c in READ_COLUMNS])
-    tables = []
+    out = schema.append(pa.field("_file", pa.string())).append(pa.field("_row", pa.int64()))
+    tables = [out.empty_table()]  # a shard may hold no rows
     for path in batch.column("path").to_pylist():
         try:
             for _, row0, table in iter_tables(path, READ_COLUMNS, check=False, empty="keep"):
@@ -247,13 +248,10 @@ def read_shards(batch):
                 except (pa.ArrowException, ValueError) as exc:
                     raise DataError(Problem(path, f"rows from {row0}: {exc}", row=row0)) from None
                 n = table.num_rows
-                tables.append(table.append_column("_file", pa.array([path] * n, pa.string()))
-                              .append_column("_row", pa.array(np.arange(row0, row0 + n), pa.int64())))
+                tables.append(table.append_column(out.field("_file"), pa.array([path] * n, pa.string()))
+                              .append_column(out.field("_row"), pa.array(np.arange(row0, row0 + n))))
         except DataError as exc:
             raise for_ray(exc) from exc
-    if not tables:
-        return pa.table({**{f.name: pa.array([], f.type) for f in schema},
-                         "_file": pa.array([], pa.string()), "_row": pa.array([], pa.int64())})
     return pa.concat_tables(tables)
 
 
@@ -276,11 +274,11 @@ class SerializeBatch:
         from fm4npp.data.ray_errors import RayDataError
 
         table = table.filter(pa.array(keep_mask(table.column("event_id").to_numpy(), self.split, self.cfg)))
-        n = table.num_rows
-        files = table.column("_file").to_pylist() if "_file" in table.column_names else ["(unknown file)"] * n
-        rows = table.column("_row").to_pylist() if "_row" in table.column_names else [None] * n
+        places = [c for c in PLACE_COLUMNS if c in table.column_names]  # absent: called directly
+        files = table.column("_file").to_pylist() if places else ["(unknown file)"] * table.num_rows
+        rows = table.column("_row").to_pylist() if places else [None] * table.num_rows
         events = []
-        for i, ev in enumerate(table_to_events(table.drop_columns([c for c in PLACE_COLUMNS if c in table.column_names]))):
+        for i, ev in enumerate(table_to_events(table.drop_columns(places))):
             try:
                 s = serialize_event(ev, self.bins, self.cfg.serialize, self.stats)
             except Exception as exc:  # any failure on one event: name the event, keep the cause
@@ -315,7 +313,8 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
     paths = [str(p) for p in shard_paths(data_dir)]
     # One task per shard, reading with fm4npp.data.io (errors name file and rows). One read
     # task at a time by default: reading is ~10x cheaper than serializing, and each extra
-    # concurrent task is another worker process to start.
+    # concurrent task is another worker process to start. (With equal CPU requests Ray Data
+    # fuses the read into the serialization actors: no read worker at all.)
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
     ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=cfg.read_num_cpus,
                         compute=ray.data.TaskPoolStrategy(size=cfg.read_concurrency))

@@ -118,9 +118,3 @@ def nullable(typ: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(typ):
         return pa.struct([pa.field(f.name, nullable(f.type)) for f in typ])
     return typ
-
-
-def expected_type(name: str, version: int = SCHEMA_VERSION) -> pa.DataType:
-    """The type of column ``name`` in files of schema ``version``."""
-    typ = EVENT_SCHEMA.field(name).type
-    return typ if version >= 2 else nullable(typ)

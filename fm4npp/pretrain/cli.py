@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any PretrainConfig field, repeatable (e.g. --set lr=1e-3)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--storage", help="storage root for run dirs, checkpoints and MLflow "
+                   "artifacts (default $FM4NPP_STORAGE, else the data home's runs/)")
     p.add_argument("--skip-validation", action="store_true",
                    help="do not check the data set (manifest, hashes, schema, labels, values, "
                         "empty events) or that the bins were fitted on it; a missing data "
@@ -33,7 +35,8 @@ def handler(args: argparse.Namespace) -> int:
 
     try:
         cfg = PretrainConfig(preset=args.preset, data=args.data)
-        flags = {"steps": args.steps, "workers": args.workers, "run_name": args.run_name}
+        flags = {"steps": args.steps, "workers": args.workers, "run_name": args.run_name,
+                 "storage_path": args.storage}
         cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})
         cfg = cfg.with_overrides(args.set).resolved()
     except (KeyError, ValueError) as exc:

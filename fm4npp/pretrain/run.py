@@ -101,7 +101,8 @@ def check_inputs(cfg: PretrainConfig, skip_validation: bool = False) -> None:
 
     data = Path(cfg.data)
     if not data.is_dir():
-        raise RefusedError(f"data directory {data} " + ("is not a directory" if data.exists() else "does not exist"))
+        what = "is not a directory" if data.exists() else "does not exist"
+        raise RefusedError(f"data directory {data} {what}")
     bins_hash(cfg)
     if skip_validation:
         return
