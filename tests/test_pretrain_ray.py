@@ -179,3 +179,28 @@ def test_stream_mode_splits_data_and_recovers(shared, data_dir):
     assert out["steps"] == 4 and out["events"] == 4 * cfg.batch_size
     assert np.isfinite(out["val_mse"]) and out["D"] > 0
     assert _curve(out["mlflow_run_id"], "resumed_at_step").tolist() == [2]
+
+
+def test_checkpoint_records_the_serialization_and_finetune_uses_it(ray_local, data_dir, tmp_path,
+                                                                   mlflow_db):
+    """A run pretrained with a non-default order and point cap: both checkpoint layouts carry
+    the whole serialization, and the downstream serializes its events the same way."""
+    from fm4npp.downstream.config import FinetuneConfig
+    from fm4npp.downstream.features import load_backbone
+    from fm4npp.downstream.train import load_split, serialization
+    from fm4npp.pretrain.run import run_pretraining
+
+    out = run_pretraining(_cfg(data_dir, tmp_path, run_name="radial", steps=1, order="radial",
+                               max_points=150, val_every=1, ckpt_every=1))
+    cfg = FinetuneConfig(task="pid", source="raw", data=str(data_dir))
+    for where in (out["pretrained"], out["checkpoint"]):
+        _, extra = load_backbone(where)
+        assert extra["serialize"]["order"] == extra["order"] == "radial"
+        assert extra["serialize"]["k"] == 4 and extra["max_points"] == 150
+        scfg, _ = serialization(cfg, extra)
+        assert (scfg.order, scfg.max_points, scfg.k) == ("radial", 150, 4)
+    events = load_split(cfg, "train", extra=extra)
+    assert events and all(len(e["energy"]) <= 150 for e in events)
+    assert all(np.all(np.diff(e["coords"][:, 0]) >= 0) for e in events)  # radial: outward in r
+    raster = load_split(cfg, "train")  # without the record: the default raster scan
+    assert not all(np.all(np.diff(e["coords"][:, 0]) >= 0) for e in raster)

@@ -317,4 +317,6 @@ def _from_train_checkpoint(path: Path):
     k = weights["head.weight"].shape[0] // 3
     model = FM4NPP(model_config_for(PretrainConfig(**state["config"]), k))
     model.load_state_dict(weights, strict=True)
-    return model, {"bins_hash": state.get("bins_hash", ""), "step": state.get("step")}
+    extra = {"bins_hash": state.get("bins_hash", ""), "step": state.get("step")}
+    extra.update({k: state[k] for k in ("serialize", "order", "max_points") if k in state})
+    return model, extra

@@ -229,7 +229,14 @@ def serialization(cfg: FinetuneConfig, extra: dict | None = None):
     fitted = bins.content["config"]
     kw = {"k": int(fitted["k"]), "n_bins": tuple(fitted["n_bins"]), "detector": fitted["detector"],
           "energy_transform": fitted["energy_transform"]}
-    for key in ("order", "max_points"):
+    if "serialize" in extra:  # the backbone's whole serialization record: use it as it is
+        recorded = SerializeConfig(**extra["serialize"])
+        differ = {k: (getattr(recorded, k), v) for k, v in kw.items() if getattr(recorded, k) != v}
+        if differ:
+            raise ValueError(f"bins {path} do not match the serialization the backbone was "
+                             f"pretrained with (backbone, bins): {differ}")
+        return recorded, bins
+    for key in ("order", "max_points"):  # checkpoints from before the whole record
         if key in extra:
             kw[key] = extra[key]
     return SerializeConfig(**kw), bins

@@ -213,7 +213,15 @@ def evaluate(model, events: list[dict], batch_size: int, rank: int, world: int, 
     return total / max(count, 1)
 
 
-def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra,
+def extra_serialize(serialize: dict) -> dict:
+    """The checkpoint record of the run's serialization: the whole SerializeConfig, plus the
+    two choices the run itself makes (order, point cap) at the top level, where the
+    downstream reads them."""
+    return {"serialize": dict(serialize), "order": serialize["order"],
+            "max_points": serialize["max_points"]}
+
+
+def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra, serialize: dict,
                      final: bool = False) -> str:
     """A checkpoint directory (fm4npp.pretrain.checkpoint): model weights, the training state
     (optimizer, scheduler, RNG, step, data position, counters, config, bins hash) and, for the
@@ -228,10 +236,10 @@ def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra,
 
         save_pretrained(raw_model, os.path.join(d, PRETRAINED_DIR),
                         extra={"bins_hash": bins_hash, "bins": cfg_dict["bins"], "step": step,
-                               "pretrain_run": cfg_dict["run_name"]})
+                               "pretrain_run": cfg_dict["run_name"], **extra_serialize(serialize)})
     save_train_state(d, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "step": step, "rng": _rng_state(), "config": cfg_dict,
-                         "bins_hash": bins_hash, **extra})
+                         "bins_hash": bins_hash, **extra_serialize(serialize), **extra})
     return d
 
 
@@ -388,7 +396,8 @@ def train_loop_per_worker(config: dict) -> None:
         if do_ckpt and rank == 0:
             tmp = _save_checkpoint(raw_model, opt, sched, done, config["pretrain"], bins_hash,
                                    {"metrics": metrics, "counters": dict(counters),
-                                    "data_position": source.position()}, final=last)
+                                    "data_position": source.position()},
+                                   config["serialize"], final=last)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
         if tmp is not None:

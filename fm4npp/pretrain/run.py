@@ -165,12 +165,18 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
     bins_hash_ = bins_hash_ or bins_hash(cfg)
     if cfg.data_mode == "stream":
         _check_stream_fits(cfg)
+    from fm4npp.serialize import bins as bins_mod
+
     res = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         res["GPU"] = 1
+    # what the data were serialized with goes into the checkpoint: the downstream adapters
+    # must serialize their events exactly the same way
+    serialize = pipeline_config(cfg, bins_mod.load_bins(cfg.bins)).serialize.to_dict()
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"pretrain": cfg.to_dict(), "bins_hash": bins_hash_},
+        train_loop_config={"pretrain": cfg.to_dict(), "bins_hash": bins_hash_,
+                           "serialize": serialize},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                                resources_per_worker=res),
