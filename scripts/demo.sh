@@ -7,10 +7,21 @@
 # Rerunning resumes: existing data, bins and finished trials are kept.
 # Environment: FM4NPP_DEMO_EVENTS (default 200), FM4NPP_DEMO_DATA (use this data set instead
 # of simulating), FM4NPP_DEMO_PRESET (default smoke), MLFLOW_TRACKING_URI (default
-# sqlite:///DIR/mlflow.db), FM4NPP_RAY_DIR (the local cluster's dir, default /tmp/fm4npp-ray).
+# sqlite:///DIR/mlflow.db), FM4NPP_RAY_DIR (the local cluster's private state dir, default
+# $XDG_RUNTIME_DIR/fm4npp-ray or /tmp/fm4npp-ray-<uid>: see ray_cluster/local/start.sh).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+# The cluster's state dir and the strict cluster.env reader (parsed, never sourced).
+# shellcheck source=ray_cluster/local/common.sh
+source "$REPO/ray_cluster/local/common.sh"
+FM4NPP_RAY_DIR=$(fm4npp_ray_dir)
+export FM4NPP_RAY_DIR
+# Refuse an unsafe state dir or a bad cluster.env now, not after minutes of simulation.
+fm4npp_private_dir "$FM4NPP_RAY_DIR"
+if [ -e "$FM4NPP_RAY_DIR/cluster.env" ]; then
+    fm4npp_read_state "$FM4NPP_RAY_DIR" || fm4npp_die "fix or remove $FM4NPP_RAY_DIR/cluster.env"
+fi
 mkdir -p "${1:-demo}"
 DIR=$(cd "${1:-demo}" && pwd)
 EVENTS=${FM4NPP_DEMO_EVENTS:-200}
@@ -19,7 +30,6 @@ DATA=${FM4NPP_DEMO_DATA:-$DIR/data}
 DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
 STUDY=model_scaling-$PRESET
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$DIR/mlflow.db}
-export FM4NPP_RAY_DIR=${FM4NPP_RAY_DIR:-/tmp/fm4npp-ray}
 cd "$REPO"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -37,13 +47,13 @@ step "data report -> $DIR/report"
 fm4npp data report "$DATA" --out "$DIR/report" --max-events 500
 
 step "starting the local Ray cluster ($FM4NPP_RAY_DIR)"
-started_here=0
-if [ ! -f "$FM4NPP_RAY_DIR/cluster.env" ]; then started_here=1; fi
+started_here=1
+if fm4npp_cluster_running "$FM4NPP_RAY_DIR"; then started_here=0; fi
 bash ray_cluster/local/start.sh
 # stop it on any exit, but only if this script started it
 if [ "$started_here" = 1 ]; then trap 'bash "$REPO/ray_cluster/local/stop.sh"' EXIT; fi
-# shellcheck disable=SC1091
-source "$FM4NPP_RAY_DIR/cluster.env"
+fm4npp_read_state "$FM4NPP_RAY_DIR" || exit 1
+fm4npp_export_client_env  # RAY_ADDRESS, RAY_DASHBOARD_ADDRESS, RAY_AUTH_MODE, ...
 
 step "submitting the $PRESET model-scaling study (ray job submit)"
 # The job runs from a copy of the repo (.gitignore applies, so data and runs stay out of it):

@@ -99,3 +99,136 @@ def test_shell_scripts_are_valid_bash_and_never_stop_every_ray():
         code = "\n".join(l.split("#", 1)[0] for l in s.read_text().splitlines())
         assert not re.search(r"\bray\s+stop\b", code), f"{s} runs `ray stop`"
     assert project_ray_version() in (CLUSTER / "slurm" / "study.sbatch").read_text()
+
+
+# --------------------------------------------------------------------- exposure and secrets
+# Issue 24: MLflow must not listen beyond loopback without auth, no recipe may carry a default
+# password, `--allowed-hosts '*'` is out, and tokens are written under `umask 077`.
+
+RECIPES = sorted(p for p in CLUSTER.rglob("*") if p.is_file())
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _commands(path: Path) -> list[str]:
+    """Shell commands in a recipe: YAML string values, script lines joined over `\\`, and
+    the code (fenced blocks, `inline spans`) of a README."""
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        return [s for d in yaml.safe_load_all(text) if d for s in _strings(d)]
+    if path.suffix == ".md":
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+        spans = re.findall(r"`([^`\n][^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        return [b.replace("\\\n", " ") for b in blocks] + [" ".join(s.split()) for s in spans]
+    return [" ".join(c.split()) for c in text.replace("\\\n", " ").splitlines()]
+
+
+def _mlflow_servers():
+    for path in RECIPES:
+        for cmd in _commands(path):
+            for m in re.finditer(r"mlflow server\b", cmd):
+                yield path, cmd[m.start():]
+
+
+def test_there_are_mlflow_server_recipes_to_check():
+    where = {p.relative_to(CLUSTER).parts[0] for p, _ in _mlflow_servers()}
+    assert {"aws", "kuberay", "slurm"} <= where, where
+
+
+@pytest.mark.parametrize("path,cmd", list(_mlflow_servers()),
+                         ids=lambda x: str(x.relative_to(CLUSTER)) if isinstance(x, Path) else "")
+def test_mlflow_beyond_loopback_only_behind_auth(path, cmd):
+    cmd = cmd.split(";")[0].split("&&")[0]  # this command only
+    host = re.search(r"--host[ =]\"?([^\s\"]+)", cmd)
+    if host is None or host.group(1) in LOOPBACK:
+        return  # mlflow's default is 127.0.0.1
+    assert "--app-name basic-auth" in cmd, f"{path}: {cmd[:200]}"
+
+
+def test_no_default_passwords_or_open_allowed_hosts():
+    for path in RECIPES:
+        text = path.read_text()
+        assert "CHANGE_ME" not in text, path
+        assert not re.search(r"password1234", text), path
+        # a URI with credentials as a shell fallback is a default password
+        assert not re.search(r"\$\{[A-Z_]+:-[a-z]+://[^}]*:[^}]*@", text), path
+        assert not re.search(r"--allowed-hosts[ =]['\"]?\*(['\"\s,]|$)", text), path
+        assert not re.search(r"--cors-allowed-origins[ =]['\"]?\*", text), path
+
+
+def test_auth_servers_fail_without_an_admin_password():
+    """Every executable recipe that starts MLflow's basic-auth app supplies the admin password
+    from a secret and stops with a message when it is missing (older MLflow in our pin range
+    shipped a default one)."""
+    checked = 0
+    for path in RECIPES:
+        if path.suffix not in (".yaml", ".yml"):
+            continue
+        for cmd in _commands(path):
+            if "mlflow server" in cmd and "--app-name basic-auth" in cmd:
+                checked += 1
+                assert "MLFLOW_AUTH_ADMIN_PASSWORD" in cmd, path
+                assert re.search(r":\?|exit 1", cmd), f"{path}: no failure on a missing secret"
+                assert "MLFLOW_FLASK_SERVER_SECRET_KEY" in cmd, path
+    assert checked >= 2
+
+
+def test_tokens_and_secrets_are_written_under_umask_077():
+    writes = 0
+    for path in RECIPES:
+        for cmd in _commands(path):
+            for m in re.finditer(r">\s*\"?[~$\w/.{}-]*(auth_token|credentials|\.ini|secret)",
+                                 cmd, flags=re.I):
+                if m.group(0).startswith(">&"):
+                    continue
+                writes += 1
+                assert "umask 077" in cmd[:m.start()], f"{path}: {cmd[:m.end()][-200:]}"
+    assert writes >= 6  # aws token, credentials, ini; slurm token; kuberay ini; README
+
+
+def test_kuberay_mlflow_is_internal_with_credentials_from_secrets():
+    docs = list(yaml.safe_load_all((CLUSTER / "kuberay" / "mlflow.yaml").read_text()))
+    services = [d for d in docs if d["kind"] == "Service"]
+    assert services and all(d["spec"].get("type", "ClusterIP") == "ClusterIP" for d in services)
+    policies = {d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert {"fm4npp-mlflow", "fm4npp-postgres"} <= policies
+    mlflow = [d for d in docs if d["kind"] == "Deployment"][0]
+    env = {e["name"]: e for e in mlflow["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert not ref.get("optional"), name  # no Secret, no pod
+    # every Ray container gets the MLflow credentials from the Secret, never a runtime env
+    cluster = next(yaml.safe_load_all((CLUSTER / "kuberay" / "raycluster.yaml").read_text()))
+    jobs = list(yaml.safe_load_all((CLUSTER / "kuberay" / "rayjob.yaml").read_text()))
+    specs = [cluster["spec"]] + [j["spec"]["rayClusterSpec"] for j in jobs
+                                 if "rayClusterSpec" in j["spec"]]
+    for spec in specs:
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+            for c in group["template"]["spec"]["containers"]:
+                env = {e["name"]: e for e in c.get("env", [])}
+                assert "secretKeyRef" in env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"], c["name"]
+    assert all("PASSWORD" not in j["spec"]["runtimeEnvYAML"] for j in jobs)
+
+
+def test_local_scripts_parse_state_never_source_it():
+    scripts = [CLUSTER / "local" / "start.sh", CLUSTER / "local" / "stop.sh",
+               ROOT / "scripts" / "demo.sh"]
+    for s in scripts:
+        code = "\n".join(l.split("#", 1)[0] for l in s.read_text().splitlines()
+                         if not l.lstrip().startswith("echo "))
+        sourced = re.findall(r"(?:^|[;&|(])\s*(?:source|\.)\s+([^;&|\n]+)", code, flags=re.M)
+        assert sourced and all(x.strip().endswith('common.sh"') for x in sourced), (s, sourced)
+        assert "/tmp/fm4npp-ray\n" not in code and '/tmp/fm4npp-ray"' not in code, s
+    start = (CLUSTER / "local" / "start.sh").read_text()
+    assert "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in start  # loopback-only node IP
+    assert "--dashboard-host 127.0.0.1" in start and "--node-ip-address 127.0.0.1" in start

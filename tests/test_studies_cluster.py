@@ -19,21 +19,28 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
+# What a client of the cluster takes from its cluster.env (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# keeps Ray from rewriting 127.0.0.1 to the machine's external address, where nothing listens).
+CLIENT_KEYS = ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")
+
+
 def _env(extra=None):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
+    for k in (*CLIENT_KEYS, "RAY_DASHBOARD_ADDRESS", "FM4NPP_RAY_DIR"):
+        env.pop(k, None)
     return {**env, **(extra or {})}
 
 
-def _live_in_group(pgid: int) -> list[int]:
-    """Pids of live (not zombie) processes in process group ``pgid``."""
+def _live_in_session(sid: int) -> list[int]:
+    """Pids of live (not zombie) processes in process group or session ``sid`` (start.sh runs
+    the cluster in its own session; Ray gives each worker its own process group in it)."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if sid in (int(fields[2]), int(fields[3])) and fields[0] not in ("Z", "X"):
             out.append(int(stat.parent.name))
     return out
 
@@ -48,13 +55,14 @@ def cluster():
                    timeout=240)
     state = {}
     for line in (Path(ray_dir) / "cluster.env").read_text().splitlines():
-        k, v = line.removeprefix("export ").split("=", 1)
-        state[k] = v
+        if line and not line.startswith("#"):
+            k, v = line.removeprefix("export ").split("=", 1)
+            state[k] = v
     try:
         yield {"env": state, "dir": ray_dir}
     finally:
         subprocess.run(["bash", str(ROOT / "ray_cluster/local/stop.sh")], env=env, timeout=120)
-        left = _live_in_group(int(state["FM4NPP_RAY_PGID"]))
+        left = _live_in_session(int(state["FM4NPP_RAY_PGID"]))
         assert not left, f"processes of the test cluster left running: {left}"
         assert not (Path(ray_dir) / "cluster.env").exists()
         shutil.rmtree(ray_dir, ignore_errors=True)
@@ -90,7 +98,7 @@ def _done(markers: Path) -> set[str]:
 def test_killed_driver_resumes_without_redoing_finished_trials(cluster, data_dir, tmp_path):
     markers, storage = tmp_path / "markers", tmp_path / "runs"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = _env({"RAY_ADDRESS": cluster["env"]["RAY_ADDRESS"], "RAY_AUTH_MODE": "token",
+    env = _env({**{k: cluster["env"][k] for k in CLIENT_KEYS},
                 "MLFLOW_TRACKING_URI": uri, "FM4NPP_FAKE_TRIAL_SECONDS": "1",
                 "TUNE_GLOBAL_CHECKPOINT_S": "0"})
     cmd = [sys.executable, str(ROOT / "studies/model_scaling.py"), "--preset", "smoke",

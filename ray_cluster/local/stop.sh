@@ -35,7 +35,9 @@ pids=$(ours)
 if [ -n "$pids" ]; then
     # shellcheck disable=SC2086
     kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 20); do
+    # Most exit within a second; Ray 2.60's gcs_server hangs after SIGTERM ("flushing
+    # remaining events"), so do not wait long before SIGKILL.
+    for _ in $(seq 10); do
         pids=$(ours); [ -z "$pids" ] && break; sleep 0.5
     done
     if [ -n "$pids" ]; then
