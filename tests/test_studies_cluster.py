@@ -154,6 +154,24 @@ def test_smoke_study_via_ray_job_submit(cluster, data_dir, tmp_path):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "2/2 trials finished" in r.stdout
 
+    # the job ran from Ray's temporary copy of the repository (inside the cluster's temp dir,
+    # deleted with it); its artifacts must live under the storage root instead
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=uri)
+    found = [run for e in c.search_experiments() for run in c.search_runs([e.experiment_id])]
+    trials = [run for run in found if "loss_curve.png" in
+              [a.path for a in c.list_artifacts(run.info.run_id)]]
+    assert len(trials) == 2, [run.info.run_name for run in found]
+    for run in found:
+        where = Path(run.info.artifact_uri.removeprefix("file://"))
+        assert where.is_relative_to(storage / "mlflow-artifacts"), where
+        assert not where.is_relative_to(cluster["dir"])
+    for run in trials:
+        art = Path(run.info.artifact_uri.removeprefix("file://"))
+        assert (art / "loss_curve.png").stat().st_size > 1000
+        assert json.loads((art / "pretrain_config.json").read_text())["preset"] in ("w8", "w16")
+
     r = subprocess.run([sys.executable, str(ROOT / "analysis/figure5.py"), "--study",
                         "model_scaling-smoke", "--out", str(figs), "--n-boot", "20"],
                        env=_env({"MLFLOW_TRACKING_URI": uri}), capture_output=True, text=True,
