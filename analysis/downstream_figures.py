@@ -150,7 +150,8 @@ def embeddings_for_event(adapter_dir: str, event_index: int = 0, data: str = "",
     import torch
 
     from fm4npp.downstream.features import backbone_states, load_backbone
-    from fm4npp.downstream.train import load_adapter, load_split
+    from fm4npp.downstream.adapters import load_adapter
+    from fm4npp.downstream.splits import load_split
 
     model, cfg, result = load_adapter(adapter_dir)
     if cfg.task != "tracking" or cfg.source != "fm":

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:
-        from fm4npp.data.io import find_data_error
+        from fm4npp.data.errors import find_data_error
 
         err = find_data_error(exc)
         if err is None:

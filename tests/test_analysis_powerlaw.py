@@ -91,15 +91,30 @@ def test_frontier_on_hand_data():
 def test_frontier_recovers_envelope_exponent():
     # three model sizes, each a learning curve L = E_N + A C^-a; the envelope falls like a power law
     rng = np.random.default_rng(5)
-    cs, ys = [], []
-    for floor in (0.4, 0.2, 0.1):
+    cs, ys, clean, size = [], [], [], []
+    for k, floor in enumerate((0.4, 0.2, 0.1)):
         c = np.geomspace(1e12, 1e16, 20) * (0.2 / floor) ** 2
         cs.append(c)
-        ys.append((floor + 1e3 * c**-0.25) * np.exp(rng.normal(0, 0.002, c.size)))
-    c, y = np.concatenate(cs), np.concatenate(ys)
+        clean.append(floor + 1e3 * c**-0.25)
+        ys.append(clean[-1] * np.exp(rng.normal(0, 0.002, c.size)))
+        size.append(np.full(c.size, k))
+    c, y, clean, size = (np.concatenate(a) for a in (cs, ys, clean, size))
     idx = frontier(c, y)
-    assert np.all(np.diff(c[idx]) > 0) and np.all(np.diff(y[idx]) < 0)
-    assert len(idx) < len(c)
+    # exactly the runs that no run with less or equal compute beats (brute force), by compute
+    brute = [i for i in np.argsort(c) if all(y[i] < y[j] for j in range(c.size) if j != i and c[j] <= c[i])]
+    assert idx.tolist() == brute
+    # 0.2% noise does not change which runs are compute-optimal here, and the envelope switches
+    # from the smallest model to the largest as compute grows
+    assert idx.tolist() == frontier(c, clean).tolist()
+    assert set(size[idx]) == {0, 1, 2} and np.all(np.diff(size[idx]) >= 0)
+    # the fitted exponent is the log-log slope of the noiseless envelope (0.198) within 2%
+    idx2, fit = fit_frontier(c, y, n_boot=50)
+    truth = -np.polyfit(np.log(c[idx]), np.log(clean[idx]), 1)[0]
+    assert truth == pytest.approx(0.198, abs=0.001)
+    assert idx2.tolist() == idx.tolist() and fit.kind == "pure"
+    assert fit.alpha == pytest.approx(truth, rel=0.02)
+    lo, hi = fit.ci["alpha"]
+    assert lo <= truth <= hi
 
 
 def test_chinchilla_recovers_parameters():

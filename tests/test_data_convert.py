@@ -9,7 +9,8 @@ import pytest
 
 from fm4npp.cli import main
 from fm4npp.data.convert import TPCPP_NOTE, import_tpcpp
-from fm4npp.data.io import DataError, read_events
+from fm4npp.data.errors import DataError
+from fm4npp.data.io import read_events
 from fm4npp.data.validate import validate_dataset
 
 SIZES = [5, 0, 3, 7]  # one empty event

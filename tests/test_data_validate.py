@@ -17,7 +17,8 @@ from conftest import make_event_table
 
 from fm4npp.cli import main
 from fm4npp.data.convert import write_dataset
-from fm4npp.data.io import DataError, read_events
+from fm4npp.data.errors import DataError
+from fm4npp.data.io import read_events
 from fm4npp.data.schema import EVENT_SCHEMA
 from fm4npp.data.shards import sha256_file
 from fm4npp.data.validate import validate_dataset

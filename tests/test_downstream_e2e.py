@@ -137,7 +137,8 @@ def test_fm_with_raw_joins_the_raw_inputs_and_round_trips(tmp_path, data_dir, ba
     from fm4npp.downstream.baselines import RawSource, raw_features
     from fm4npp.downstream.config import FinetuneConfig
     from fm4npp.downstream.features import FrozenFMSource
-    from fm4npp.downstream.train import build_source, load_adapter
+    from fm4npp.downstream.adapters import load_adapter
+    from fm4npp.downstream.model import build_source
     from fm4npp.model.presets import get_preset
 
     mcfg = get_preset("w8", n_layers=2, k=4)

@@ -14,7 +14,7 @@ from conftest import make_event_table
 
 from fm4npp.cli import main
 from fm4npp.data.convert import write_dataset
-from fm4npp.data.io import DataError, Problem, find_data_error
+from fm4npp.data.errors import DataError, Problem, find_data_error
 from fm4npp.data.schema import EVENT_SCHEMA
 from fm4npp.pretrain.config import PretrainConfig
 from fm4npp.pretrain.run import RefusedError, check_inputs, run_pretraining

@@ -43,7 +43,7 @@ def _validate(args) -> int:
 
 
 def _report(args) -> int:
-    from fm4npp.data.io import DataError
+    from fm4npp.data.errors import DataError
     from fm4npp.data.report import make_report
 
     try:
@@ -60,7 +60,7 @@ def _report(args) -> int:
 
 def _import_tpcpp(args) -> int:
     from fm4npp.data.convert import import_tpcpp
-    from fm4npp.data.io import DataError
+    from fm4npp.data.errors import DataError
 
     try:
         manifests = import_tpcpp(args.src, args.out, events_per_shard=args.events_per_shard,

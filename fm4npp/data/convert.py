@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fm4npp.data import shards
-from fm4npp.data.io import DataError, Problem
+from fm4npp.data.errors import DataError, Problem
 from fm4npp.data.schema import EVENT_SCHEMA, N_PID_CLASSES, SCHEMA_VERSION, TRACK_TYPE
 
 LABEL_FILES = {"track_ids": "hit_track_id", "pid_labels": "hit_pid_class", "noise_tags": "hit_noise"}

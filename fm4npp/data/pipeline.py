@@ -8,9 +8,11 @@ worker takes ``ray.train.get_dataset_shard(...)`` and iterates it with
 Plain path (tests, adapters, non-Ray users): ``load_serialized`` + ``collate``. Both call the
 same per-event function, ``fm4npp.serialize.events.serialize_event``.
 
-Splits are a pure function of the event id: u = hash(salt, event_id) in [0, 1) picks train /
-val / test by the configured fractions. The data fraction (train only) keeps events whose
-second, independent hash v(event_id) < f, so a smaller fraction is always a subset of a larger.
+Splits are a pure function of the event id (:mod:`fm4npp.serialize.splits`, re-exported here:
+``keep_mask``, ``split_of``, ``iter_split_events``, ...).
+
+Layering: this module USES serialization, so it sits above ``fm4npp.serialize`` (between it
+and ``fm4npp.model``; tests/test_imports.py); nothing in ``fm4npp.serialize`` imports it.
 
 Serialized rows on the Ray path are flat Arrow lists (coords 3N floats, targets 3kN, ...) plus
 ``n_points``; ``row_to_event`` / ``collate`` reshape them. Ragged columns reach ``collate`` as
@@ -23,9 +25,7 @@ carries each event's file and row (``_file``, ``_row``) for that.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -33,69 +33,18 @@ from fm4npp.serialize.bins import Bins
 from fm4npp.serialize.config import PipelineConfig, SerializeConfig
 from fm4npp.serialize.events import (CROPPED, DROPPED_CAP, KEPT, SEEN, SKIPPED_FEW, check_compatible,
                                      serialize_event)
+from fm4npp.serialize.splits import (READ_COLUMNS, SPLITS, event_uniform, in_fraction, iter_split_events,  # noqa: F401
+                                     keep_mask, split_of)
 
-SPLITS = ("train", "val", "test")
-READ_COLUMNS = ["event_id", "hit_x", "hit_y", "hit_z", "hit_energy", "hit_track_id", "hit_pid_class", "hit_noise"]
+# The ids-to-split functions and the split reader live in fm4npp.serialize.splits (the bins fit
+# uses them too); they are re-exported here, where most callers look for them.
 PLACE_COLUMNS = ["_file", "_row"]  # where each event came from (Ray path), for error messages
 # Per-point fields of a serialized event, with their per-point shape tail and torch pad value.
 POINT_FIELDS = {"coords": ((3,), 0.0), "energy": ((), 0.0), "order": ((), -1), "track_id": ((), -1),
                 "pid_class": ((), -1), "noise": ((), -1)}
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-# ------------------------------------------------------------------ deterministic split / fraction
-
-def _salt64(salt: str) -> np.uint64:
-    return np.uint64(int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little"))
-
-
-def event_uniform(event_ids, salt: str) -> np.ndarray:
-    """A uniform number in [0, 1) per event id: splitmix64(event_id xor salt), top 53 bits."""
-    z = np.asarray(event_ids, dtype=np.int64).astype(np.uint64) ^ _salt64(salt)
-    with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def split_of(event_ids, cfg: PipelineConfig) -> np.ndarray:
-    """Split index (0 train, 1 val, 2 test) per event id."""
-    u = event_uniform(event_ids, cfg.split_salt)
-    cuts = np.cumsum(cfg.split_fractions)[:-1]
-    return np.searchsorted(cuts, u, side="right")
-
-
-def in_fraction(event_ids, fraction: float, salt: str) -> np.ndarray:
-    return event_uniform(event_ids, salt + "/fraction") < fraction
-
-
-def keep_mask(event_ids, split: str, cfg: PipelineConfig) -> np.ndarray:
-    """Events of `split` (the data fraction applies to the train split only)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    mask = split_of(event_ids, cfg) == SPLITS.index(split)
-    if split == "train" and cfg.data_fraction < 1.0:
-        mask &= in_fraction(event_ids, cfg.data_fraction, cfg.split_salt)
-    return mask
-
 
 # ------------------------------------------------------------------ plain Python path
-
-def iter_split_events(data_dir, split: str, cfg: PipelineConfig, columns=READ_COLUMNS, check: bool = True):
-    """Raw events (dicts of numpy arrays, fm4npp.data.io layout) of one split, in file order."""
-    import pyarrow as pa
-
-    from fm4npp.data.io import iter_tables, table_to_events
-
-    for _, _, table in iter_tables(data_dir, columns, check=check, empty="keep"):
-        ids = table.column("event_id").to_numpy()
-        mask = keep_mask(ids, split, cfg)
-        if mask.any():
-            yield from table_to_events(table.filter(pa.array(mask)))
-
 
 def load_serialized(data_dir, split: str, serialize_cfg: SerializeConfig, bins: Bins,
                     pipeline_cfg: PipelineConfig | None = None, stats: Counter | None = None) -> list[dict]:

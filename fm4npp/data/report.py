@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fm4npp.data.io import DataError, Problem, read_events
+from fm4npp.data.errors import DataError, Problem
+from fm4npp.data.io import read_events
 from fm4npp.data.schema import PID_CLASSES
 from fm4npp.data.stats import EXPECTATIONS, Collected, collect, generated_per_written, summary_from
 

@@ -3,7 +3,7 @@
 Checks: manifest present, parseable, right schema version, every listed shard present with
 its sha256 and event count, no unlisted shard; each shard a readable Parquet file (missing,
 corrupt, truncated) with the schema version in its metadata and the same schema as the
-others; every row's content (see :func:`fm4npp.data.io.table_problems`); event ids unique
+others; every row's content (see :func:`fm4npp.data.content_checks.table_problems`); event ids unique
 across the data set.
 """
 
@@ -13,16 +13,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from fm4npp.data.io import (
-    MANIFEST_NAME,
-    DataError,
-    Problem,
-    load_manifest,
-    manifest_problems,
-    open_shard,
-    read_row_group,
-    table_problems,
-)
+from fm4npp.data.content_checks import table_problems
+from fm4npp.data.dataset_files import MANIFEST_NAME, load_manifest, open_shard, read_row_group
+from fm4npp.data.errors import DataError, Problem
+from fm4npp.data.schema_checks import manifest_problems
 from fm4npp.data.schema import nullable
 from fm4npp.data.shards import sha256_file
 

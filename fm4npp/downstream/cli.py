@@ -1,4 +1,4 @@
-"""`fm4npp finetune` and `fm4npp evaluate`: thin wrappers over fm4npp.downstream.train."""
+"""`fm4npp finetune` and `fm4npp evaluate`: thin wrappers over fm4npp.downstream.train (and .tables, .adapters)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def _config(args, source: str):
 
 
 def _finetune(args) -> int:
-    from fm4npp.downstream.train import finetune, format_table, write_json
+    from fm4npp.downstream.adapters import write_json
+    from fm4npp.downstream.tables import format_table
+    from fm4npp.downstream.train import finetune
 
     try:
         cfg = _config(args, args.source)
@@ -67,7 +69,9 @@ def _finetune(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from fm4npp.downstream.train import compare, evaluate_adapter, format_table, write_json
+    from fm4npp.downstream.adapters import write_json
+    from fm4npp.downstream.tables import format_table
+    from fm4npp.downstream.train import compare, evaluate_adapter
 
     try:
         if args.adapter:

@@ -55,7 +55,9 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
     """Run (or resume) every cell; returns one summary dict per cell."""
     from fm4npp import runs
     from fm4npp.downstream.features import load_backbone
-    from fm4npp.downstream.train import finetune, flat_metrics, load_split, serialization
+    from fm4npp.downstream.mlflow_log import flat_metrics
+    from fm4npp.downstream.splits import load_split, serialization
+    from fm4npp.downstream.train import finetune
 
     parent = runs.find_runs(experiment, f"tags.study = '{study}' and tags.`fm4npp.study_parent` = '1'")
     parent_id = parent[0].info.run_id if parent else runs.start_run(
@@ -160,7 +162,7 @@ def label_saving_factor(n_fm, score_fm, n_base, score_base) -> dict:
 def study_table(study: str, experiment: str = EXPERIMENT, n_train: int | None = None) -> str:
     """Table-2-style text of a study's finished cells (largest n_train per row by default);
     a row with several seeds shows each metric's mean over them."""
-    from fm4npp.downstream.train import format_table
+    from fm4npp.downstream.tables import format_table
 
     groups: dict[tuple, list] = {}
     for c in load_study_cells(study, experiment):

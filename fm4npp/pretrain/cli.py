@@ -43,7 +43,7 @@ def handler(args: argparse.Namespace) -> int:
         print(f"fm4npp pretrain: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
-    from fm4npp.data.io import DataError
+    from fm4npp.data.errors import DataError
     from fm4npp.pretrain.run import RefusedError, check_inputs, run_pretraining
 
     try:

@@ -255,8 +255,8 @@ def fit_bins_from_dir(data_dir, cfg: SerializeConfig, pipeline_cfg=None) -> Bins
     (so validation and test events never shape the serialization)."""
     import itertools
 
-    from fm4npp.data.pipeline import iter_split_events
     from fm4npp.serialize.config import PipelineConfig
+    from fm4npp.serialize.splits import iter_split_events
 
     pcfg = pipeline_cfg if pipeline_cfg is not None else PipelineConfig(serialize=cfg)
     events = iter_split_events(data_dir, "train", pcfg, columns=["event_id", "hit_x", "hit_y", "hit_z", "hit_energy"])

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fm4npp.sim.geometry import get_detector
+
 R, PHI, ETA = 0, 1, 2
 
 
@@ -20,33 +22,11 @@ class RadialGeometry:
     module_edges_cm: tuple[tuple[float, float], ...]
 
 
-def _sphenix_fallback() -> RadialGeometry:
-    # sPHENIX TPC (shared/notes/physics.md): 3 modules of 16 pad rows, layers at module-local
-    # centres r_min + (i + 1/2) * (r_max - r_min) / 16. Used only while fm4npp.sim.geometry
-    # does not exist; the resolved numbers are written into the bins file either way.
-    modules = ((31.105, 40.249), (41.153, 57.475), (58.367, 75.911))
-    radii = [lo + (i + 0.5) * (hi - lo) / 16 for lo, hi in modules for i in range(16)]
-    return RadialGeometry(tuple(radii), modules)
-
-
 def detector_geometry(name: str = "sphenix_tpc") -> RadialGeometry:
-    """Layer radii and module edges from `fm4npp.sim.geometry.<name>()`.
-
-    Falls back to the built-in sPHENIX numbers only when the geometry module is absent.
-    """
-    import importlib
-
-    try:
-        geometry = importlib.import_module("fm4npp.sim.geometry")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("fm4npp.sim.geometry", "fm4npp.sim"):
-            raise
-        geometry = None
-    if geometry is None or not hasattr(geometry, name):
-        if name == "sphenix_tpc":
-            return _sphenix_fallback()
-        raise ValueError(f"unknown detector {name!r}: fm4npp.sim.geometry has no factory of that name")
-    det = getattr(geometry, name)()
+    """Layer radii and module edges of `fm4npp.sim.geometry.get_detector(name)` (the one
+    geometry definition; sim is below serialize, so this is a plain downward import).
+    An unknown name is a ValueError listing the known detectors."""
+    det = get_detector(name)
     radii = tuple(float(r) for r in np.asarray(det.layer_radii, dtype=float).ravel())
     edges = tuple((float(lo), float(hi)) for lo, hi in np.asarray(det.module_edges, dtype=float))
     return RadialGeometry(radii, edges)

@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from fm4npp.data.schema import EVENT_SCHEMA, NOISE_P_MAX, TRACK_TYPE, pid_class_of
 from fm4npp.sim.config import DigitizeConfig
+from fm4npp.sim.energy_loss import bethe
 from fm4npp.sim.geometry import Detector
-from fm4npp.sim.transport import bethe
 
 
 def _spectrum_moments(a, b, e_min, e_max):

@@ -24,7 +24,10 @@ from fm4npp.sim.config import DigitizeConfig, SimConfig, TransportConfig
 from fm4npp.sim.digitize import build_table, digitize
 from fm4npp.sim.generator import PythiaGenerator, block_seeds, ensure_init_cache, settings
 from fm4npp.sim.geometry import Detector, get_detector
-from fm4npp.sim.transport import _concat_dicts, _Media, concat_particles, convert_photons, make_particles, propagate_charged
+from fm4npp.sim.media import _Media
+from fm4npp.sim.particles import _concat_dicts, concat_particles, make_particles
+from fm4npp.sim.photons import convert_photons
+from fm4npp.sim.transport import propagate_charged
 
 
 def transport_all(P0: dict, reg: sec.TrackRegistry, det: Detector, tcfg: TransportConfig, rng) -> dict:

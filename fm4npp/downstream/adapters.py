@@ -1,0 +1,62 @@
+"""Saving and loading trained adapters (``finetune --out`` dirs: adapter.safetensors + result.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fm4npp.downstream.config import FinetuneConfig
+from fm4npp.downstream.model import DownstreamModel, build_source
+
+
+def run_name(cfg: FinetuneConfig, n_train: int) -> str:
+    """Stable name of a finetuning run: its MLflow run name and default output dir."""
+    return f"finetune-{cfg.task}-{cfg.source}-n{n_train}-{cfg.config_hash()}"
+
+
+def save_adapter(model: DownstreamModel, result: dict, out: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("source.backbone.") or model.source.kind == "scratch"}
+    tmp = out / f".adapter.{os.getpid()}.tmp"
+    save_file(sd, str(tmp))
+    os.replace(tmp, out / "adapter.safetensors")
+    write_json(result, out / "result.json")
+
+
+def write_json(obj: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig, dict]:
+    """Rebuild a trained adapter (and its feature source) from a ``finetune --out`` dir."""
+    from fm4npp.files import read_safetensors
+
+    directory = Path(directory)
+    path = directory / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (not a `fm4npp finetune --out` directory?)")
+    result = json.loads(path.read_text())
+    # adapters saved before whitening existed were trained without it
+    cfg = FinetuneConfig.from_dict({"whiten_eps": 0.0, **result["config"]})
+    model_cfg = None
+    if cfg.source == "fm" or (cfg.source == "scratch" and not cfg.preset):
+        from fm4npp.downstream.features import load_backbone
+
+        model_cfg = load_backbone(cfg.backbone)[0].cfg  # either checkpoint layout
+    elif cfg.source == "scratch":
+        from fm4npp.model.presets import get_preset
+
+        model_cfg = get_preset(cfg.preset)
+    state = read_safetensors(directory / "adapter.safetensors")
+    weights = state.get("class_weights")
+    model = DownstreamModel(cfg.task, build_source(cfg, model_cfg), cfg, weights)
+    model.load_state_dict(state, strict=True)
+    return model, cfg, result

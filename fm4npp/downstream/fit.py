@@ -1,0 +1,82 @@
+"""The adapter training loop (AdamW, warmup + cosine, best-val-loss weights) and the mean loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+
+from fm4npp.downstream.batching import _batches, _by_length, make_batch
+from fm4npp.downstream.config import FinetuneConfig
+from fm4npp.downstream.model import DownstreamModel
+
+
+@torch.no_grad()
+def mean_loss(model: DownstreamModel, events, states, batch_size: int) -> float:
+    model.eval()
+    tot, n = 0.0, 0
+    for idx in _by_length(events, batch_size):
+        b = make_batch([events[i] for i in idx], [states[i] for i in idx] if states is not None else None)
+        tot += float(model.loss(b, model(b))["loss"]) * len(idx)
+        n += len(idx)
+    return tot / max(n, 1)
+
+
+def train(model: DownstreamModel, cfg: FinetuneConfig, train_events, train_states=None,
+          val_events=None, val_states=None, log=print) -> dict:
+    """AdamW with linear warmup + cosine decay; keeps the weights of the best val-loss epoch."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    backbone = [p for n, p in named if n.startswith("source.backbone.")]
+    mix = [p for n, p in named if n.endswith("mix.logits")]
+    rest = [p for n, p in named if not n.startswith("source.backbone.") and not n.endswith("mix.logits")]
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if mix:  # no weight decay: it would pull the mix back to uniform
+        groups.append({"params": mix, "lr": cfg.mix_lr, "weight_decay": 0.0})
+    if backbone:
+        groups.append({"params": backbone, "lr": cfg.backbone_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    per_epoch = math.ceil(len(train_events) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    warm = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    history, best, best_state, step = [], float("inf"), None, 0
+    t0 = time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        losses = []
+        for idx in _batches(len(train_events), cfg.batch_size, rng):
+            if step >= total:
+                break
+            b = make_batch([train_events[i] for i in idx],
+                           [train_states[i] for i in idx] if train_states is not None else None,
+                           crop=cfg.max_points, rng=rng)
+            loss = model.loss(b, model(b))["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(loss.item())
+        rec = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+        if val_events:
+            rec["val_loss"] = mean_loss(model, val_events, val_states, cfg.batch_size)
+            if rec["val_loss"] < best:
+                best, best_state = rec["val_loss"], copy.deepcopy(model.state_dict())
+        rec["elapsed_s"] = time.time() - t0
+        history.append(rec)
+        log(f"epoch {epoch}: step {step}/{total} train {rec['train_loss']:.4f}"
+            + (f" val {rec['val_loss']:.4f}" if "val_loss" in rec else "") + f" ({rec['elapsed_s']:.0f} s)")
+        if step >= total:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"history": history, "steps": step, "best_val_loss": best if val_events else None}

@@ -1,0 +1,40 @@
+"""Logging a finetuning result to MLflow (config, flattened metrics, result.json, adapter weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fm4npp.downstream.adapters import run_name
+from fm4npp.downstream.config import FinetuneConfig
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(flat_metrics(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}".replace(" ", "_").replace("+", "")] = float(v)
+    return out
+
+
+def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None = None, name: str = "",
+                  out: str | Path | None = None) -> str:
+    """One MLflow run with the config, the metrics, result.json and (from ``out``) the adapter
+    weights."""
+    from fm4npp import runs
+
+    name = name or run_name(cfg, result["n_train_events"])
+    run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_run_id, experiment=cfg.experiment,
+                            storage=cfg.storage or None,
+                            tags={"fm4npp.task": cfg.task, "fm4npp.source": cfg.source})
+    m = flat_metrics(result["metrics"])
+    m.update({k: float(result[k]) for k in ("n_train_events", "trainable_params", "adapter_params",
+                                             "backbone_params", "train_seconds")})
+    runs.log_metrics(run_id, m, step=0)
+    runs.log_dict(run_id, result, "result.json")
+    if out is not None:
+        runs.client().set_tag(run_id, "fm4npp.adapter_dir", str(out))
+        runs.client().log_artifact(run_id, str(Path(out) / "adapter.safetensors"))
+    runs.end_run(run_id)
+    return run_id

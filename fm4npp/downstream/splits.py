@@ -1,0 +1,79 @@
+"""Loading downstream data: the backbone's serialization, serialized splits, subsets and track kinematics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fm4npp.downstream.config import FinetuneConfig
+
+
+def serialization(cfg: FinetuneConfig, extra: dict | None = None):
+    """(SerializeConfig, Bins) for the data set: the bins file (checked against the hash the
+    backbone was pretrained with, when the checkpoint records one) and the grid, k, detector and
+    energy transform it was fitted with, so adapters see exactly what the FM saw."""
+    from fm4npp.serialize.bins import load_bins
+    from fm4npp.serialize.config import SerializeConfig
+
+    extra = extra or {}
+    path = Path(cfg.bins) if cfg.bins else Path(cfg.data) / "bins.json"
+    bins = load_bins(path, expected_hash=extra.get("bins_hash") or None)
+    fitted = bins.content["config"]
+    kw = {"k": int(fitted["k"]), "n_bins": tuple(fitted["n_bins"]), "detector": fitted["detector"],
+          "energy_transform": fitted["energy_transform"]}
+    if "serialize" in extra:  # the backbone's whole serialization record: use it as it is
+        recorded = SerializeConfig(**extra["serialize"])
+        differ = {k: (getattr(recorded, k), v) for k, v in kw.items() if getattr(recorded, k) != v}
+        if differ:
+            raise ValueError(f"bins {path} do not match the serialization the backbone was "
+                             f"pretrained with (backbone, bins): {differ}")
+        return recorded, bins
+    for key in ("order", "max_points"):  # checkpoints from before the whole record
+        if key in extra:
+            kw[key] = extra[key]
+    return SerializeConfig(**kw), bins
+
+
+def load_split(cfg: FinetuneConfig, split: str, limit: int = 0, extra: dict | None = None) -> list[dict]:
+    """Serialized events of one split (fm4npp.data.pipeline.load_serialized), without the
+    pretraining targets (not needed downstream; they are the bulk of the memory)."""
+    from fm4npp.data import pipeline
+
+    scfg, bins = serialization(cfg, extra)
+    events = pipeline.load_serialized(cfg.data, split, scfg, bins)
+    if limit:
+        events = events[:limit]
+    for e in events:
+        e.pop("targets", None)
+        e.pop("target_mask", None)
+    return events
+
+
+def subset(events: list[dict], n: int, seed: int) -> list[dict]:
+    """The first ``n`` events of a seeded permutation: subsets for growing n are nested."""
+    if not n or n >= len(events):
+        return events
+    order = np.random.default_rng(seed).permutation(len(events))[:n]
+    return [events[i] for i in sorted(order)]
+
+
+def event_kinematics(cfg: FinetuneConfig, events: list[dict]) -> list[dict] | None:
+    """Per test event {track_id: (pT, eta)} from the Parquet ``tracks`` column (for the
+    restricted comparison). None when the data set cannot provide it."""
+    from fm4npp.data.io import read_table
+    from fm4npp.metrics.tracking import particle_kinematics
+
+    try:
+        table = read_table(cfg.data, columns=["event_id", "tracks"])
+    except Exception:  # noqa: BLE001 - restricted efficiency is optional
+        return None
+    by_id = dict(zip(table.column("event_id").to_pylist(), table.column("tracks").to_pylist()))
+    out = []
+    for e in events:
+        kin = particle_kinematics(by_id.get(int(e["event_id"])) or [])
+        tids = np.unique(np.asarray(e["track_id"])[~np.asarray(e["noise"], bool)])
+        if any(int(t) not in kin for t in tids if t >= 0):
+            return None  # a data set without full track truth (e.g. toy events)
+        out.append(kin)
+    return out
