@@ -265,3 +265,23 @@ def test_studies_figures_and_resume(tmp_path, data_dir, backbone_dir, monkeypatc
                  "--backbone", str(backbone_dir), "--out", str(out)] + fast) == 0
     info = figs.fig8(str(out), tmp_path / "figs")
     assert info["n_points"] > 0 and (tmp_path / "figs" / "figure8.pdf").is_file()
+
+
+def test_cli_finetune_logs_and_saves_by_default(tmp_path, data_dir, monkeypatch, capsys):
+    """No --out and no --experiment: the adapter lands under the storage root and the run is
+    in MLflow (with the adapter weights as an artifact)."""
+    from fm4npp import runs
+    from fm4npp.cli import main
+
+    monkeypatch.setenv("FM4NPP_STORAGE", str(tmp_path / "store"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["finetune", "--task", "pid", "--source", "raw", "--data", str(data_dir),
+                 "--epochs", "1", "--set", "val_events=0"]) == 0
+    saved = list((tmp_path / "store" / "finetune").glob("finetune-pid-raw-*/adapter.safetensors"))
+    assert len(saved) == 1
+    found = runs.find_runs("fm4npp-finetune", status="FINISHED")
+    assert len(found) == 1
+    arts = [a.path for a in runs.client().list_artifacts(found[0].info.run_id)]
+    assert {"adapter.safetensors", "result.json"} <= set(arts)
+    assert found[0].data.tags["fm4npp.adapter_dir"] == str(saved[0].parent)
+    assert "MLflow tracking URI" in capsys.readouterr().out
