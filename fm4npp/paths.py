@@ -1,6 +1,6 @@
 """Where fm4npp keeps its state: one data home, one storage root under it.
 
-- data home: ``$FM4NPP_HOME``, else ``~/fm4npp`` (default MLflow database, default data sets);
+- data home: ``$FM4NPP_HOME``, else ``~/.fm4npp`` (default MLflow database, default data sets);
 - storage root: an explicit flag, else ``$FM4NPP_STORAGE``, else ``<data home>/runs``. Every
   output of a run lives under it: Ray Train run dirs and checkpoints (``<root>/<run name>``),
   the frozen-feature cache (``<root>/feature-cache``), MLflow artifacts of a local tracking
@@ -20,7 +20,7 @@ MLFLOW_ARTIFACTS = "mlflow-artifacts"
 
 
 def data_home() -> Path:
-    return Path(os.environ.get("FM4NPP_HOME") or "~/fm4npp").expanduser().resolve()
+    return Path(os.environ.get("FM4NPP_HOME") or "~/.fm4npp").expanduser().resolve()
 
 
 def storage_root(flag: str | os.PathLike | None = None) -> Path:

@@ -384,7 +384,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     p.add_argument("--storage", default="",
                    help="storage root for Tune/Train run dirs and MLflow artifacts: shared "
                         "storage on a multi-node cluster (default $FM4NPP_STORAGE, else "
-                        "~/fm4npp/runs or $FM4NPP_HOME/runs)")
+                        "~/.fm4npp/runs or $FM4NPP_HOME/runs)")
     p.add_argument("--name", default="", help="study name (default <kind>-<preset>); the "
                    "resume key of the study and its MLflow parent run")
     p.add_argument("--max-concurrent", type=int, default=0,

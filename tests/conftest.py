@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_data_home():
-    """Tests never write to the user's data home (~/fm4npp): the default MLflow database,
+    """Tests never write to the user's data home (~/.fm4npp): the default MLflow database,
     storage root and feature cache go to a temporary one, inherited by subprocesses."""
     saved = {k: os.environ.get(k) for k in ("FM4NPP_HOME", "FM4NPP_STORAGE")}
     home = tempfile.mkdtemp(prefix="fm4npp-home-")
