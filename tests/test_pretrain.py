@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fm4npp.pretrain.config import PretrainConfig
-from fm4npp.pretrain.loop import global_batch_indices, lr_lambda
+from fm4npp.pretrain.loop import lr_lambda
+from fm4npp.pretrain.sources import global_batch_indices
 from fm4npp.pretrain.loss import per_event_mse, pretrain_loss, trivial_predictions
 
 
