@@ -187,7 +187,7 @@ def test_checkpoint_records_the_serialization_and_finetune_uses_it(ray_local, da
     the whole serialization, and the downstream serializes its events the same way."""
     from fm4npp.downstream.config import FinetuneConfig
     from fm4npp.downstream.features import load_backbone
-    from fm4npp.downstream.train import load_split, serialization
+    from fm4npp.downstream.splits import load_split, serialization
     from fm4npp.pretrain.run import run_pretraining
 
     out = run_pretraining(_cfg(data_dir, tmp_path, run_name="radial", steps=1, order="radial",

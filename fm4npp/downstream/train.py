@@ -24,7 +24,6 @@ from fm4npp.downstream.mlflow_log import log_to_mlflow
 from fm4npp.downstream.model import CLASS_NAMES, DownstreamModel, build_source
 from fm4npp.downstream.scoring import predict, score
 from fm4npp.downstream.splits import event_kinematics, load_split, subset
-from fm4npp.downstream.splits import serialization  # noqa: F401 - imported from here by tests/test_pretrain_ray.py
 
 
 WHITEN_FIT_POINTS = 200_000  # training points the whitening is fitted on (a seeded sample)

@@ -313,14 +313,12 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
     m = dict(result.metrics or {})
     ckpt = result.checkpoint.path if result.checkpoint else None
     _log_artifacts(run_id, cfg)
-    judge_against_baseline(run_id, cfg.run_name, m)
+    ratio = judge_against_baseline(run_id, cfg.run_name, m)
     runs.end_run(run_id, "FINISHED")
     return {
         "val_mse": m.get("val_mse"),
         "val_baseline_mse": m.get("val_baseline_mse"),
-        "val_mse_over_baseline": (m["val_mse"] / m["val_baseline_mse"]
-                                  if m.get("val_mse") is not None and m.get("val_baseline_mse")
-                                  else None),
+        "val_mse_over_baseline": ratio,
         "N": m.get("params_N"),
         "D": m.get("spacepoints_D"),
         "C": m.get("flops_C"),
