@@ -92,14 +92,15 @@ def test_random_bytes_as_weights_name_the_file(tmp_path):
 def test_train_state_round_trip_resumes_exactly(tmp_path):
     """Optimizer, scheduler and all three RNGs restored from the files continue exactly as
     the uninterrupted objects do."""
-    from fm4npp.pretrain.loop import _rng_state, _set_rng_state, lr_lambda
+    from fm4npp.model.schedule import warmup_cosine
+    from fm4npp.pretrain.loop import _rng_state, _set_rng_state
 
     def make():
         torch.manual_seed(1)
         model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
         opt = torch.optim.AdamW([{"params": model[0].parameters(), "lr": 1e-2},
                                  {"params": model[2].parameters(), "lr": 5e-3}], weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, 2, 10))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 2, 10))
         return model, opt, sched
 
     def step(model, opt, sched):

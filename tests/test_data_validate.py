@@ -311,3 +311,20 @@ def test_every_writer_writes_the_schema(tmp_path):
     for f in files:
         schema = pq.read_schema(f)
         assert schema.equals(EVENT_SCHEMA) and schema.metadata == EVENT_SCHEMA.metadata, f
+
+
+def test_the_one_manifest_reader_names_the_file(tmp_path):
+    from fm4npp.data.shards import MANIFEST, read_manifest
+
+    path = tmp_path / MANIFEST
+    assert read_manifest(tmp_path, missing_ok=True) is None
+    with pytest.raises(DataError, match=f"{path}: manifest missing"):
+        read_manifest(tmp_path)
+    for text, what in (("{not json", "is not valid JSON"), (b"\xff\xfe\x00{", "is not valid JSON"),
+                       ("[1]", "is not a JSON object")):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(DataError, match=f"{path}: manifest {what}") as exc:
+            read_manifest(tmp_path, missing_ok=True, hint="do this")
+        assert exc.value.hint == "do this" and exc.value.file == str(path)
+    path.write_text('{"files": {}}')
+    assert read_manifest(tmp_path) == {"files": {}}

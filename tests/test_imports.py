@@ -29,7 +29,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # The Parquet event format: the schema constants and the atomic shard/manifest writer. These
     # are the DESIGN's "small shared helpers (atomic write, manifest, constants)" that happen to
     # live in fm4npp/data/: sim WRITES this format (sim/run.py, sim/digitize.py), data reads it.
-    ("format", ("fm4npp.data.schema", "fm4npp.data.shards")),
+    # data.errors (Problem, DataError; a leaf) is here because the one manifest reader,
+    # shards.read_manifest, raises DataError.
+    ("format", ("fm4npp.data.schema", "fm4npp.data.shards", "fm4npp.data.errors")),
     # Pure-numpy scoring shared by downstream and the studies; a leaf (imports nothing of fm4npp).
     ("metrics", ("fm4npp.metrics",)),
     ("sim", ("fm4npp.sim",)),
@@ -42,8 +44,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("fm4npp.model",)),
     ("pretrain", ("fm4npp.pretrain",)),
     ("downstream", ("fm4npp.downstream",)),
-    # Entry points and the whole-run specification, which gathers every layer's config.
-    ("app", ("fm4npp.cli", "fm4npp.config")),
+    # The console script's entry point.
+    ("app", ("fm4npp.cli",)),
 ]
 LAYER_RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 

@@ -12,7 +12,8 @@ from fm4npp.model.backbone import FM4NPP
 from fm4npp.model.config import ModelConfig
 from fm4npp.model.flops import count_params, flops_per_token
 from fm4npp.model.io import from_pretrained, save_pretrained
-from fm4npp.model.mup import param_groups, warmup_cosine
+from fm4npp.model.mup import param_groups
+from fm4npp.model.schedule import warmup_cosine
 from fm4npp.model.presets import PAPER_PARAMS, PRESETS, get_preset
 from fm4npp.model.ssd import ssd_chunked, ssd_recurrent
 
@@ -166,7 +167,7 @@ def test_mup_groups_keep_lr_ratios_under_schedulers():
     assert scale["hidden"] == pytest.approx(0.25) and scale["vector"] == 1.0
     assert {g["name"]: g["weight_decay"] for g in groups}["vector"] == 0.0
     opt = torch.optim.AdamW(groups)
-    for sched in (torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(3, 10)),
+    for sched in (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 3, 10)),
                   torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)):
         for _ in range(5):
             opt.step()

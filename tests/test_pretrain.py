@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from fm4npp.model.schedule import warmup_cosine
 from fm4npp.pretrain.config import PretrainConfig
-from fm4npp.pretrain.loop import lr_lambda
 from fm4npp.pretrain.sources import global_batch_indices
 from fm4npp.pretrain.loss import per_event_mse, pretrain_loss, trivial_predictions
 
@@ -77,12 +77,12 @@ def test_loss_is_paper_formula_with_masks():
 
 
 def test_lr_schedule_warmup_then_cosine():
-    lam = [lr_lambda(s, 10, 100, 0.1) for s in range(100)]
+    lam = [warmup_cosine(s, 10, 100, 0.1) for s in range(100)]
     assert lam[0] == pytest.approx(0.1) and lam[9] == pytest.approx(1.0)
     assert lam[10] == pytest.approx(1.0)
     assert lam[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert all(a >= b for a, b in zip(lam[10:], lam[11:]))
-    assert lr_lambda(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
 
 
 def test_data_order_deterministic_epochs():

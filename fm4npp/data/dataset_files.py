@@ -1,8 +1,8 @@
-"""Locating and opening a data set's files: manifest.json, the shard list, Parquet shards and their row groups."""
+"""Locating and opening a data set's files: the shard list (from the manifest, read by
+:func:`fm4npp.data.shards.read_manifest`), Parquet shards and their row groups."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,27 +10,7 @@ import pyarrow.parquet as pq
 
 from fm4npp.data.errors import DataError, Problem
 from fm4npp.data.schema_checks import manifest_problems, schema_problems
-
-
-MANIFEST_NAME = "manifest.json"
-
-
-def load_manifest(directory: str | Path) -> dict:
-    """The parsed ``manifest.json`` of a data set directory (DataError if absent or bad)."""
-    path = Path(directory) / MANIFEST_NAME
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(Problem(str(path), "manifest missing")) from None
-    except OSError as exc:
-        raise DataError(Problem(str(path), f"manifest unreadable: {exc}")) from None
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(Problem(str(path), f"manifest is not valid JSON: {exc}")) from None
-    if not isinstance(manifest, dict):
-        raise DataError(Problem(str(path), "manifest is not a JSON object"))
-    return manifest
+from fm4npp.data.shards import MANIFEST, read_manifest
 
 
 def shard_paths(path_or_dir: str | Path) -> list[Path]:
@@ -40,19 +20,19 @@ def shard_paths(path_or_dir: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise DataError(Problem(str(path), "no such file or directory"))
-    if (path / MANIFEST_NAME).exists():
-        manifest = load_manifest(path)
-        problems = manifest_problems(manifest, str(path / MANIFEST_NAME))
+    manifest = read_manifest(path, missing_ok=True)
+    if manifest is not None:
+        problems = manifest_problems(manifest, str(path / MANIFEST))
         if problems:
             raise DataError(problems)
         paths = [path / name for name in sorted(manifest["files"])]
-        missing = [Problem(str(p), "listed in manifest.json but missing") for p in paths if not p.exists()]
+        missing = [Problem(str(p), f"listed in {MANIFEST} but missing") for p in paths if not p.exists()]
         if missing:
             raise DataError(missing)
         return paths
     paths = sorted(path.glob("*.parquet"))
     if not paths:
-        raise DataError(Problem(str(path), "no manifest.json and no *.parquet files"))
+        raise DataError(Problem(str(path), f"no {MANIFEST} and no *.parquet files"))
     return paths
 
 

@@ -8,9 +8,10 @@ instead of raised, back ``fm4npp data validate`` (:mod:`fm4npp.data.validate`).
 
 Units as in :mod:`fm4npp.data.schema`: cm, GeV/c.
 
-The pieces: :mod:`fm4npp.data.errors` (Problem, DataError), :mod:`fm4npp.data.dataset_files`
-(manifest, shard list, opening shards), :mod:`fm4npp.data.schema_checks` and
-:mod:`fm4npp.data.content_checks`; this module reads (iter_tables, read_events, read_table).
+The pieces: :mod:`fm4npp.data.errors` (Problem, DataError), :mod:`fm4npp.data.shards` (the
+manifest), :mod:`fm4npp.data.dataset_files` (shard list, opening shards),
+:mod:`fm4npp.data.schema_checks` and :mod:`fm4npp.data.content_checks`; this module reads
+(iter_tables, read_events, read_table).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fm4npp.data.content_checks import EMPTY_POLICIES, _flat, table_problems
-from fm4npp.data.dataset_files import MANIFEST_NAME, load_manifest, open_shard, read_row_group, shard_paths
+from fm4npp.data.dataset_files import open_shard, read_row_group, shard_paths
 from fm4npp.data.errors import DataError, Problem
 from fm4npp.data.schema import EVENT_SCHEMA, HIT_COLUMNS
+from fm4npp.data.shards import MANIFEST, read_manifest, sha256_file
 
 
 def iter_tables(
@@ -50,14 +52,13 @@ def iter_tables(
             raise ValueError(f"unknown columns {unknown}; known: {EVENT_SCHEMA.names}")
     paths = shard_paths(path_or_dir)
     expected = {}
-    if verify_hashes and Path(path_or_dir).is_dir() and (Path(path_or_dir) / MANIFEST_NAME).exists():
-        expected = {name: e.get("sha256") for name, e in load_manifest(path_or_dir)["files"].items()}
+    manifest = read_manifest(path_or_dir, missing_ok=True) if verify_hashes and Path(path_or_dir).is_dir() else None
+    if manifest is not None:
+        expected = {name: e.get("sha256") for name, e in manifest["files"].items()}
     for path in paths:
         if path.name in expected:
-            from fm4npp.data.shards import sha256_file
-
             if sha256_file(path) != expected[path.name]:
-                raise DataError(Problem(str(path), "sha256 does not match manifest.json (modified or corrupt)"))
+                raise DataError(Problem(str(path), f"sha256 does not match {MANIFEST} (modified or corrupt)"))
         pf = open_shard(path)
         row0 = 0
         for g in range(pf.num_row_groups):

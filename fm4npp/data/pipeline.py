@@ -39,9 +39,6 @@ from fm4npp.serialize.splits import (READ_COLUMNS, SPLITS, event_uniform, in_fra
 # The ids-to-split functions and the split reader live in fm4npp.serialize.splits (the bins fit
 # uses them too); they are re-exported here, where most callers look for them.
 PLACE_COLUMNS = ["_file", "_row"]  # where each event came from (Ray path), for error messages
-# Per-point fields of a serialized event, with their per-point shape tail and torch pad value.
-POINT_FIELDS = {"coords": ((3,), 0.0), "energy": ((), 0.0), "order": ((), -1), "track_id": ((), -1),
-                "pid_class": ((), -1), "noise": ((), -1)}
 
 
 # ------------------------------------------------------------------ plain Python path

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MANIFEST = "manifest.json"
-TMP_SUFFIX = ".tmp"
+from fm4npp.data.errors import DataError, Problem
+from fm4npp.files import TMP_SUFFIX, atomic_path, atomic_write_json
+
+MANIFEST = "manifest.json"  # the one place the name is spelled; import it from here
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -30,48 +30,38 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _tmp_in(directory: Path, name: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_SUFFIX, dir=directory)
-    os.close(fd)
-    return tmp
-
-
 def write_table_atomic(table: pa.Table, path: str | Path, compression: str = "zstd") -> str:
     """Write `table` as Parquet at `path` atomically; returns the file's sha256."""
-    path = Path(path)
-    tmp = _tmp_in(path.parent, path.name)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression=compression, write_page_checksum=True)
         digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return digest
 
 
-def write_json_atomic(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = _tmp_in(path.parent, path.name)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def read_manifest(directory: str | Path) -> dict | None:
-    """The manifest of `directory`, None if there is none (ValueError if unreadable)."""
+def read_manifest(directory: str | Path, *, missing_ok: bool = False, hint: str = "") -> dict | None:
+    """The parsed manifest of the data set at `directory`. Missing (unless ``missing_ok``: then
+    None), unreadable, not JSON or not a JSON object: a DataError naming the file, with ``hint``
+    (what the caller's user should do about it)."""
     path = Path(directory) / MANIFEST
-    if not path.exists():
-        return None
+
+    def bad(what: str) -> DataError:
+        return DataError(Problem(str(path), what), hint=hint)
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable manifest ({exc}); move it away to start afresh") from None
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise bad("manifest missing") from None
+    except OSError as exc:
+        raise bad(f"manifest unreadable: {exc}") from None
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are no Unicode text
+        raise bad(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise bad("manifest is not a JSON object")
+    return manifest
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> None:
@@ -81,7 +71,7 @@ def write_manifest(directory: str | Path, manifest: dict) -> None:
     counts["events"] = int(sum(int(v["events"]) for v in files.values()))
     counts["shards"] = len(files)
     manifest = {**manifest, "counts": counts, "files": dict(sorted(files.items()))}
-    write_json_atomic(manifest, Path(directory) / MANIFEST)
+    atomic_write_json(Path(directory) / MANIFEST, manifest, indent=1, sort_keys=True)
 
 
 def clean_tmp(directory: str | Path) -> list[Path]:

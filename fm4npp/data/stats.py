@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fm4npp.data.io import DataError, iter_tables, load_manifest
+from fm4npp.data.io import DataError, iter_tables
+from fm4npp.data.shards import read_manifest
 from fm4npp.data.schema import EVENT_SCHEMA, PID_CLASSES
 
 DEDX_TRUNCATION = 0.70  # keep the lowest 70 % of cluster charges per track (sPHENIX reco)
@@ -137,7 +138,7 @@ def collect(path_or_dir: str | Path, max_events: int | None = None, *, empty: st
 def _manifest_counts(path_or_dir) -> dict:
     path = Path(path_or_dir)
     try:
-        counts = load_manifest(path if path.is_dir() else path.parent).get("counts")
+        counts = read_manifest(path if path.is_dir() else path.parent).get("counts")
     except DataError:
         return {}
     return counts if isinstance(counts, dict) else {}

@@ -14,11 +14,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from fm4npp.data.content_checks import table_problems
-from fm4npp.data.dataset_files import MANIFEST_NAME, load_manifest, open_shard, read_row_group
+from fm4npp.data.dataset_files import open_shard, read_row_group
 from fm4npp.data.errors import DataError, Problem
 from fm4npp.data.schema_checks import manifest_problems
 from fm4npp.data.schema import nullable
-from fm4npp.data.shards import sha256_file
+from fm4npp.data.shards import MANIFEST, read_manifest, sha256_file
 
 __all__ = ["Problem", "check_dataset", "validate_dataset"]
 
@@ -30,10 +30,10 @@ def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> lis
         return [Problem(str(d), "not a directory")]
     problems: list[Problem] = []
     listed: dict[str, dict] = {}
-    manifest_path = str(d / MANIFEST_NAME)
+    manifest_path = str(d / MANIFEST)
     manifest = None
     try:
-        manifest = load_manifest(d)
+        manifest = read_manifest(d)
     except DataError as exc:
         problems += exc.problems
     if manifest is not None:
@@ -45,7 +45,7 @@ def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> lis
     if manifest is not None:
         for name in on_disk:
             if name not in listed:
-                problems.append(Problem(str(d / name), "not listed in manifest.json"))
+                problems.append(Problem(str(d / name), f"not listed in {MANIFEST}"))
     names = sorted(set(listed) | set(on_disk))
     if not names:
         problems.append(Problem(str(d), "no Parquet shards"))
@@ -57,7 +57,7 @@ def validate_dataset(directory: str | Path, *, allow_empty: bool = False) -> lis
         path = d / name
         entry = listed.get(name)
         if not path.exists():
-            problems.append(Problem(str(path), "listed in manifest.json but missing"))
+            problems.append(Problem(str(path), f"listed in {MANIFEST} but missing"))
             continue
         if entry is not None and "sha256" in entry:
             digest = sha256_file(path)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from fm4npp.downstream.config import FinetuneConfig
 from fm4npp.downstream.model import DownstreamModel, build_source
+from fm4npp.files import atomic_path, atomic_write_json
 
 
 def run_name(cfg: FinetuneConfig, n_train: int) -> str:
@@ -21,18 +21,15 @@ def save_adapter(model: DownstreamModel, result: dict, out: str | Path) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("source.backbone.") or model.source.kind == "scratch"}
-    tmp = out / f".adapter.{os.getpid()}.tmp"
-    save_file(sd, str(tmp))
-    os.replace(tmp, out / "adapter.safetensors")
+    with atomic_path(out / "adapter.safetensors") as tmp:
+        save_file(sd, tmp)
     write_json(result, out / "result.json")
 
 
 def write_json(obj: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, newline=False, indent=2, default=float)
 
 
 def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig, dict]:

@@ -16,7 +16,6 @@ in float32).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +26,7 @@ from torch import nn
 
 from fm4npp import paths
 from fm4npp.downstream.config import FM_COMBINE
-from fm4npp.files import BadFileError, read_safetensors
+from fm4npp.files import BadFileError, atomic_path, read_safetensors
 # Bumped whenever what is stored per event changes (2: the embedding joined the layers), so an
 # old cache is never read as the new layout.
 FEATURE_VERSION = 2
@@ -86,9 +85,8 @@ class FeatureCache:
         from safetensors.torch import save_file
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{key}.{os.getpid()}.tmp"
-        save_file({"states": states.to(torch.float16).contiguous()}, str(tmp))
-        os.replace(tmp, self.path(key))  # atomic: a reader never sees half a file
+        with atomic_path(self.path(key)) as tmp:  # a concurrent reader never sees half a file
+            save_file({"states": states.to(torch.float16).contiguous()}, tmp)
 
 
 def pad_points(arrays: Sequence, pad_value=0.0, dtype=None) -> torch.Tensor:

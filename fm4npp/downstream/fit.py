@@ -12,6 +12,7 @@ import torch
 from fm4npp.downstream.batching import _batches, _by_length, make_batch
 from fm4npp.downstream.config import FinetuneConfig
 from fm4npp.downstream.model import DownstreamModel
+from fm4npp.model.schedule import warmup_cosine
 
 
 @torch.no_grad()
@@ -46,7 +47,7 @@ def train(model: DownstreamModel, cfg: FinetuneConfig, train_events, train_state
         total = min(total, cfg.max_steps)
     warm = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        opt, lambda s: warmup_cosine(s, warm, total, decay_during_warmup=True))
     history, best, best_state, step = [], float("inf"), None, 0
     t0 = time.time()
     for epoch in range(cfg.epochs):

@@ -8,11 +8,11 @@ energy normalisation constants, ...) and must be JSON-serialisable.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from fm4npp.files import atomic_path, atomic_write_text
 
 from .backbone import FM4NPP
 from .config import ModelConfig
@@ -21,17 +21,6 @@ FORMAT = "fm4npp-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_pretrained(model: FM4NPP, directory, extra: dict | None = None) -> Path:
@@ -44,8 +33,9 @@ def save_pretrained(model: FM4NPP, directory, extra: dict | None = None) -> Path
             "model_config": model.cfg.to_dict(), "extra": extra or {}}
     text = json.dumps(meta, indent=2, sort_keys=True)  # fails early if extra is not JSON
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, tmp, metadata={"format": FORMAT})
+    atomic_write_text(directory / CONFIG_FILE, text + "\n")
     return directory
 
 

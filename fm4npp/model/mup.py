@@ -83,14 +83,3 @@ def param_groups(model: nn.Module, base_lr: float, weight_decay: float = 0.0) ->
         for c, ps in buckets.items() if ps
     ]
 
-
-def warmup_cosine(warmup_steps: int, total_steps: int, final_ratio: float = 0.0):
-    """LambdaLR factor: linear warmup to 1, cosine decay to final_ratio (paper's schedule)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return factor

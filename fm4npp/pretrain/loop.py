@@ -18,7 +18,6 @@ in checkpoints.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import signal
@@ -29,19 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from fm4npp.files import read_safetensors
+from fm4npp.model.schedule import warmup_cosine
 from fm4npp.pretrain.checkpoint import (MODEL_FILE, PRETRAINED_DIR, load_train_state,
                                         save_train_state)
 from fm4npp.pretrain.config import PretrainConfig
 from fm4npp.pretrain.sources import MemorySource, StreamSource, materialize
-
-
-# -- schedule -------------------------------------------------------------------------------
-def lr_lambda(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
-    """Multiplier of the peak lr at ``step``: linear warmup, then cosine decay to min_ratio."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -210,7 +201,7 @@ def train_loop_per_worker(config: dict) -> None:
     opt = torch.optim.AdamW(_param_groups(raw_model, cfg.lr, cfg.weight_decay), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
+        opt, lambda s: warmup_cosine(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
 
     start, last_metrics, resumed = 0, None, False
     counters = {"events": 0, "spacepoints_D": 0, "flops_C": 0.0}
@@ -296,7 +287,7 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {
             "step": done,
             "train_loss": summed["loss"] / max(summed["steps"], 1),  # mean of rank means
-            "lr": cfg.lr * lr_lambda(step, cfg.warmup, cfg.steps, cfg.min_lr_ratio),
+            "lr": cfg.lr * warmup_cosine(step, cfg.warmup, cfg.steps, cfg.min_lr_ratio),
             "grad_norm": grad_norm,  # before clipping, after DDP's all-reduce
             **counters,
             "params_N": n_params,

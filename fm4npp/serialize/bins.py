@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from fm4npp.files import atomic_write_json
 from fm4npp.serialize.config import SerializeConfig
 from fm4npp.serialize.coords import ETA, PHI, R, detector_geometry, normalise, normalised_coords, transform_energy
 
@@ -106,11 +105,7 @@ def save_bins(bins: Bins, path) -> str:
     path = Path(path)
     doc = {"format": FORMAT, "version": VERSION, "sha256": bins.hash, "content": bins.content}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, doc, indent=1, sort_keys=True, allow_nan=False)
     return bins.hash
 
 
@@ -266,10 +261,12 @@ def fit_bins_from_dir(data_dir, cfg: SerializeConfig, pipeline_cfg=None) -> Bins
 def _source_id(data_dir) -> str:
     """The data set's name plus a digest of its manifest's file hashes (not its path, so the
     same data fitted anywhere gives the same bins hash)."""
+    from fm4npp.data.shards import read_manifest  # here: it imports pyarrow, bins need not
+
     path = Path(data_dir)
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        files = json.loads(manifest.read_text()).get("files", {})
+    manifest = read_manifest(path, missing_ok=True) if path.is_dir() else None
+    if manifest is not None:
+        files = manifest.get("files", {})
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
         return f"{path.name} manifest:{digest}"
     return path.name

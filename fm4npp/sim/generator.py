@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from fm4npp.files import atomic_path
 from fm4npp.sim.config import GeneratorConfig
 
 MAX_PYTHIA_SEED = 900_000_000
@@ -50,19 +50,13 @@ def ensure_init_cache(cfg: GeneratorConfig) -> Path:
     path = _cache_file(cfg)
     if path.exists():
         return path
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         py = pythia8mc.Pythia("", False)
         for s in settings(cfg) + ["Random:setSeed = on", "Random:seed = 1",
                                   "MultipartonInteractions:reuseInit = 1", f"MultipartonInteractions:initFile = {tmp}"]:
             py.readString(s)
         if not py.init():
             raise RuntimeError("PYTHIA initialisation failed (settings: %s)" % settings(cfg))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -181,7 +181,7 @@ def run_simulation(cfg: SimConfig, out_dir: str | Path, progress: bool = True) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     det = get_detector(cfg.detector)
-    old = shards.read_manifest(out)
+    old = shards.read_manifest(out, missing_ok=True, hint="move it away to start afresh")
     if old is not None and old.get("config") != json.loads(json.dumps(cfg.physics_dict())):
         raise ValueError(f"{out / shards.MANIFEST}: holds a data set made with another configuration or seed; "
                          "use a new --out directory")

@@ -29,14 +29,6 @@ DECAY_CHANNELS = {
 }
 
 
-def mass_of(pdg: np.ndarray) -> np.ndarray:
-    a = np.abs(pdg)
-    out = np.zeros(len(a))
-    for k, m in MASS.items():
-        out[a == k] = m
-    return out
-
-
 def charge_of(pdg: np.ndarray) -> np.ndarray:
     a = np.abs(pdg)
     out = np.zeros(len(a))
