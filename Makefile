@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	# the CPU torch wheel first: an unpinned resolve would pull several GB of CUDA
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# Ray's job client sends the token (~/.ray/auth_token) only when RAY_AUTH_MODE=token is set,
+	# the one thing it cannot find by itself: the activated venv sets it, so a fresh shell's
+	# `ray job submit -- ...` reaches the token-auth local cluster with no flags or sourcing.
+	grep -q 'RAY_AUTH_MODE' $(BIN)/activate || \
+		printf '\n# fm4npp (Makefile): Ray clients use token auth\nexport RAY_AUTH_MODE=token\n' >> $(BIN)/activate
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -8,7 +8,7 @@ leaves RUNNING runs behind, and a failed trial's numbers are not a point on any 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +35,43 @@ class TrialRun:
     C: float  # training FLOPs (forward + backward, measured per event)
     val_mse: float
     D_set: float = 0.0  # spacepoints in the run's training set (Figure 5(b)); 0 if unknown
+    baseline: float = 0.0  # final val_baseline_mse (constant predictor); 0 if not logged
+    steps: int = 0  # total optimizer steps (param `steps`, else the last logged step)
+    # (step, val_mse) per validation pass and (step, flops_C) per log line, sorted by step;
+    # empty unless load_study(..., histories=True)
+    val_history: list[tuple[int, float]] = field(default_factory=list, repr=False)
+    flops_history: list[tuple[int, float]] = field(default_factory=list, repr=False)
+
+    @property
+    def ratio(self) -> float | None:
+        """val_mse / baseline, None when the run logged no baseline."""
+        return self.val_mse / self.baseline if self.baseline > 0 else None
+
+    def better_than_baseline(self, max_ratio: float = 1.0) -> bool:
+        """A scaling point: val_mse below max_ratio x the constant predictor's (a run that
+        logged no baseline, an older one, is kept)."""
+        return self.baseline <= 0 or self.val_mse < max_ratio * self.baseline
+
+    def curve(self) -> list[tuple[int, float, float]]:
+        """(step, C, val_mse) per validation pass: C from flops_C at that step, else linear in
+        step (C_final * step / steps). Without a history, the final point alone."""
+        if not self.val_history:
+            return [(self.steps, self.C, self.val_mse)]
+        flops = dict(self.flops_history)
+        total = self.steps or max(s for s, _ in self.val_history)
+        out = []
+        for step, loss in self.val_history:
+            c = flops.get(step)
+            if c is None or not c > 0:
+                c = self.C * step / total if total > 0 else 0.0
+            if c > 0 and loss > 0:
+                out.append((int(step), float(c), float(loss)))
+        return out or [(self.steps, self.C, self.val_mse)]
+
+    def summary(self) -> dict:
+        """The scalar fields (no histories), for JSON."""
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("val_history", "flops_history")}
 
 
 def _number(run, metric: str, tag: str):
@@ -55,8 +92,18 @@ def parent_run(study: str, experiment: str = EXPERIMENT):
     return found[0] if found else None
 
 
-def load_study(study: str, experiment: str = EXPERIMENT) -> list[TrialRun]:
-    """Finished trials of `study`, one per trial key (the newest run if a key repeats)."""
+def _int(text, default: int = 0) -> int:
+    try:
+        return int(float(text))
+    except (TypeError, ValueError):
+        return default
+
+
+def load_study(study: str, experiment: str = EXPERIMENT,
+               histories: bool = False) -> list[TrialRun]:
+    """Finished trials of `study`, one per trial key (the newest run if a key repeats).
+
+    ``histories``: also read each run's val_mse and flops_C histories (two queries a run)."""
     found = runs.find_runs(experiment, f"tags.study = '{study}'", status="FINISHED",
                            max_results=5000)
     out: dict[str, TrialRun] = {}
@@ -73,7 +120,16 @@ def load_study(study: str, experiment: str = EXPERIMENT) -> list[TrialRun]:
                   file=sys.stderr)
             continue
         d_set = _number(r, "train_set_spacepoints", "D_set") or 0.0
-        out[t["trial_key"]] = TrialRun(D_set=float(d_set),
+        baseline = r.data.metrics.get("val_baseline_mse") or 0.0
+        extra = {}
+        if histories:
+            extra = {"val_history": runs.metric_history(r.info.run_id, "val_mse"),
+                     "flops_history": runs.metric_history(r.info.run_id, "flops_C")}
+        steps = _int(r.data.params.get("steps"))
+        if not steps and extra.get("val_history"):
+            steps = int(extra["val_history"][-1][0])
+        out[t["trial_key"]] = TrialRun(D_set=float(d_set), baseline=float(baseline),
+            steps=steps, **extra,
             run_id=r.info.run_id, study=study, kind=t.get("study.kind", ""), key=t["trial_key"],
             width=t.get("axis.width", t.get("model", "")),
             fraction=float(t.get("axis.fraction", 1.0)), budget=float(t.get("axis.budget", 1.0)),

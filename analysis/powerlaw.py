@@ -53,11 +53,14 @@ class PowerLawFit:
         return self.E + self.A * np.asarray(x, dtype=float) ** (-self.alpha)
 
     def label(self, var: str = "x") -> str:
-        """Legend text: the exponent with its interval, and the floor E if fitted."""
+        """Legend text: the exponent with its bootstrap interval (or "(no interval)" when
+        there is none), and the floor E if fitted."""
         text = f"α_{var} = {self.alpha:.3f}"
         if "alpha" in self.ci:
             lo, hi = self.ci["alpha"]
             text += f" [{lo:.3f}, {hi:.3f}]"
+        else:  # say so rather than let a bare number pass for a measurement
+            text += " (no interval)"
         if self.kind == "pure":
             return f"L ∝ {var}^-α: {text}"
         return f"L = E + A·{var}^-α: {text}, E = {self.E:.3g}"

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on this machine, into DIR (default ./demo).
 #
-#   simulate a small data set -> fit serialization bins -> data report -> local Ray cluster
-#   -> smoke model-scaling study via `ray job submit` -> Figure 5 -> the `mlflow ui` command
+#   the default data set (simulated once) -> data report -> local Ray cluster -> the smoke
+#   model-scaling and data-scaling studies via `ray job submit` -> Figure 5 (all three panels)
+#   -> the `mlflow ui` command. Prints its wall time (about 9 minutes on 2 cores).
 #
-# Rerunning resumes: existing data, bins and finished trials are kept.
-# Environment: FM4NPP_DEMO_EVENTS (default 200), FM4NPP_DEMO_DATA (use this data set instead
-# of simulating), FM4NPP_DEMO_PRESET (default smoke), MLFLOW_TRACKING_URI (default
-# sqlite:///DIR/mlflow.db), FM4NPP_RAY_DIR (the local cluster's private state dir, default
-# $XDG_RUNTIME_DIR/fm4npp-ray or /tmp/fm4npp-ray-<uid>: see ray_cluster/local/start.sh).
+# DIR is the data home of the demo (FM4NPP_HOME): data sets, MLflow database, run dirs.
+# Rerunning resumes: the data set and finished trials are kept.
+# Environment: FM4NPP_DEMO_DATA (use this data set instead of the default one),
+# FM4NPP_DEMO_PRESET (default smoke), MLFLOW_TRACKING_URI (default sqlite:///DIR/mlflow.db),
+# FM4NPP_RAY_DIR (the local cluster's private state dir, default $XDG_RUNTIME_DIR/fm4npp-ray
+# or /tmp/fm4npp-ray-<uid>: see ray_cluster/local/start.sh).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,24 +26,21 @@ if [ -e "$FM4NPP_RAY_DIR/cluster.env" ]; then
 fi
 mkdir -p "${1:-demo}"
 DIR=$(cd "${1:-demo}" && pwd)
-EVENTS=${FM4NPP_DEMO_EVENTS:-200}
 PRESET=${FM4NPP_DEMO_PRESET:-smoke}
-DATA=${FM4NPP_DEMO_DATA:-$DIR/data}
-DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
-STUDY=model_scaling-$PRESET
+export FM4NPP_HOME=$DIR
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$DIR/mlflow.db}
 cd "$REPO"
 
 step() { printf '\n==> %s\n' "$*"; }
 t0=$SECONDS
 
-if [ ! -f "$DATA/manifest.json" ]; then
-    step "simulating $EVENTS p+p events at 200 GeV into $DATA"
-    fm4npp simulate --events "$EVENTS" --seed 1 --out "$DATA"
-fi
-if [ ! -f "$DATA/bins.json" ]; then
-    step "fitting serialization bins"
-    fm4npp serialize fit "$DATA" --out "$DATA/bins.json"
+if [ -n "${FM4NPP_DEMO_DATA:-}" ]; then
+    DATA=$(cd "$FM4NPP_DEMO_DATA" && pwd)
+    DATA_ARGS=(--data "$DATA")
+else
+    step "the default data set (simulated once into $DIR/datasets)"
+    DATA=$(python -c 'from fm4npp.pretrain.default_data import ensure_default_dataset as d; print(d())')
+    DATA_ARGS=()  # the studies find the same default set themselves
 fi
 step "data report -> $DIR/report"
 fm4npp data report "$DATA" --out "$DIR/report" --max-events 500
@@ -55,22 +54,26 @@ if [ "$started_here" = 1 ]; then trap 'bash "$REPO/ray_cluster/local/stop.sh"' E
 fm4npp_read_state "$FM4NPP_RAY_DIR" || exit 1
 fm4npp_export_client_env  # RAY_ADDRESS, RAY_DASHBOARD_ADDRESS, RAY_AUTH_MODE, ...
 
-step "submitting the $PRESET model-scaling study (ray job submit)"
-# The job runs from a copy of the repo (.gitignore applies, so data and runs stay out of it):
-# paths and the MLflow URI passed to it must be absolute.
-ENV_JSON=$(printf '{"env_vars": {"MLFLOW_TRACKING_URI": "%s", "FM4NPP_STORAGE": "%s"}}' \
-    "$MLFLOW_TRACKING_URI" "$DIR/runs")
-ray job submit --address "$RAY_DASHBOARD_ADDRESS" --working-dir "$REPO" \
-    --runtime-env-json "$ENV_JSON" \
-    -- python studies/model_scaling.py --preset "$PRESET" --data "$DATA" --storage "$DIR/runs"
+# The jobs run from a copy of the repo (.gitignore applies, so data and runs stay out of it):
+# paths and the MLflow URI passed to them must be absolute.
+ENV_JSON=$(printf '{"env_vars": {"MLFLOW_TRACKING_URI": "%s", "FM4NPP_HOME": "%s"}}' \
+    "$MLFLOW_TRACKING_URI" "$DIR")
+STUDIES=()
+for kind in model_scaling data_scaling; do
+    step "submitting the $PRESET ${kind/_/-} study (ray job submit)"
+    ray job submit --address "$RAY_DASHBOARD_ADDRESS" --working-dir "$REPO" \
+        --runtime-env-json "$ENV_JSON" \
+        -- python "studies/$kind.py" --preset "$PRESET" "${DATA_ARGS[@]}"
+    STUDIES+=(--study "$kind-$PRESET")
+done
 
 step "Figure 5 -> $DIR/figures"
-python analysis/figure5.py --study "$STUDY" --out "$DIR/figures"
+python analysis/figure5.py "${STUDIES[@]}" --out "$DIR/figures"
 
 step "done in $((SECONDS - t0)) s"
 echo "data:     $DATA"
 echo "report:   $DIR/report"
-echo "figures:  $DIR/figures/figure5.png (and .pdf, figure5a/c, fits.json)"
+echo "figures:  $DIR/figures/figure5.png (and .pdf, figure5a/b/c, figure5.json, fits.json)"
 echo "runs:     $DIR/runs"
 echo "Open the runs in the MLflow UI (http://127.0.0.1:5000):"
 echo "  mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI"

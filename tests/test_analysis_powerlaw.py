@@ -81,11 +81,31 @@ def test_frontier_on_hand_data():
     y = [0.9, 0.7, 0.8, 0.6, 0.65, 0.62, 0.4, 0.45]
     idx = frontier(c, y)
     assert idx.tolist() == [0, 1, 3, 6]
-    # never worse than any run that used less or equal compute
-    for i in idx:
-        assert all(y[j] >= y[i] for j in range(len(c)) if c[j] <= c[i])
     idx2, fit = fit_frontier(c, y, n_boot=20)
     assert idx2.tolist() == idx.tolist() and fit.alpha > 0
+
+
+def _dominated(c, y, i):
+    """Another run reached a loss at least as low with at most the compute of run i."""
+    return any(j != i and c[j] <= c[i] and y[j] <= y[i] for j in range(len(c)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_frontier_is_exactly_the_undominated_runs(seed):
+    # the definition checked both ways against brute force, on data with many compute ties:
+    # every undominated run is on the frontier and every run on it is undominated, in
+    # increasing compute with strictly falling loss
+    rng = np.random.default_rng(seed)
+    c = rng.integers(1, 15, 60).astype(float)
+    y = rng.uniform(0.1, 1.0, 60)
+    idx = frontier(c, y)
+    assert sorted(idx.tolist()) == [i for i in range(c.size) if not _dominated(c, y, i)]
+    assert np.all(np.diff(c[idx]) > 0) and np.all(np.diff(y[idx]) < 0)
+    assert 2 <= idx.size < c.size
+    # a point on the hand-made frontier above is undominated, every other one dominated
+    hc = [1, 2, 2, 4, 4, 8, 8, 16]
+    hy = [0.9, 0.7, 0.8, 0.6, 0.65, 0.62, 0.4, 0.45]
+    assert [i for i in range(8) if not _dominated(hc, hy, i)] == frontier(hc, hy).tolist()
 
 
 def test_frontier_recovers_envelope_exponent():
@@ -140,3 +160,13 @@ def test_chinchilla_bootstrap_covers_truth():
     assert lo <= 0.4 <= hi
     lo, hi = fit.ci["beta"]
     assert lo <= 0.3 <= hi
+
+
+def test_label_shows_the_exponent_interval_or_says_there_is_none():
+    x = np.geomspace(1e3, 1e6, 8)
+    y = 5.0 * x**-0.3 * np.exp(np.random.default_rng(8).normal(0, 0.01, x.size))
+    fit = fit_with_ci(x, y, kind="pure", n_boot=50)
+    lo, hi = fit.ci["alpha"]
+    assert f"α_N = {fit.alpha:.3f} [{lo:.3f}, {hi:.3f}]" in fit.label("N")
+    bare = fit_pure(x, y)  # no bootstrap
+    assert "(no interval)" in bare.label("N") and "[" not in bare.label("N")

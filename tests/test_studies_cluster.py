@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from studies.common import PRESETS
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -116,13 +118,14 @@ def test_killed_driver_resumes_without_redoing_finished_trials(cluster, data_dir
     done_before = _done(markers)
     os.killpg(p.pid, signal.SIGKILL)  # the driver dies mid-study
     p.wait()
-    assert len(done_before) < 4, "the study finished before the driver was killed"
+    n_trials = 2 * len(PRESETS["smoke"].widths)  # x 2 seeds
+    assert len(done_before) < n_trials, "the study finished before the driver was killed"
 
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming" in r.stdout
     starts = _starts(markers)
-    assert _done(markers) == set(starts) and len(starts) == 4  # 2 widths x 2 seeds
+    assert _done(markers) == set(starts) and len(starts) == n_trials
     for key in done_before:
         assert starts[key] == 1, f"finished trial {key} was run again ({starts})"
 
@@ -140,45 +143,65 @@ def test_killed_driver_resumes_without_redoing_finished_trials(cluster, data_dir
         os.environ.pop("MLFLOW_TRACKING_URI")
 
 
-def test_smoke_study_via_ray_job_submit(cluster, data_dir, tmp_path):
-    storage, figs = tmp_path / "runs", tmp_path / "figures"
+def test_the_readme_command_runs_from_a_fresh_shell(cluster, tmp_path):
+    """`ray job submit -- python studies/model_scaling.py`, typed in a shell that has only the
+    venv activated (no FM4NPP_ or RAY_ variables, another directory): Ray's client finds the
+    cluster and the token by itself, the study makes the default data set and trains the
+    smoke preset, and its MLflow parent run holds every trial, nested, named and described."""
+    clean = {"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"], "LANG": "C.UTF-8"}
+    script = f"source {BIN / 'activate'} && ray job submit -- python studies/model_scaling.py"
+    r = subprocess.run(["bash", "-c", script], env=clean, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=560)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    n = len(PRESETS["smoke"].widths)
+    assert f"{n}/{n} trials finished" in r.stdout
+
+    # the job ran with the cluster's environment: its data home is this test session's
+    from fm4npp.paths import default_tracking_uri
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=default_tracking_uri())
+    exp = c.get_experiment_by_name("fm4npp-scaling")
+    found = c.search_runs([exp.experiment_id], "tags.study = 'model_scaling-smoke'")
+    parents = [run for run in found if run.data.tags.get("fm4npp.study_parent") == "1"]
+    assert len(parents) == 1
+    trials = [run for run in found if run.data.tags.get("mlflow.parentRunId")
+              == parents[0].info.run_id]
+    assert sorted(t.info.run_name for t in trials) == sorted(
+        f"{w}-d100-s{PRESETS['smoke'].steps[w]}" for w in PRESETS["smoke"].widths)
+    for t in trials:
+        assert t.info.status == "FINISHED"
+        for key in ("width", "layers", "N", "D", "steps", "seed"):
+            assert key in t.data.params, (t.info.run_name, key)
+        assert len(c.get_metric_history(t.info.run_id, "train_loss")) >= 10  # the loss curve
+        # trained long enough to mean something: the smoke preset's promise
+        assert t.data.metrics["val_mse_over_baseline"] <= 0.7, t.info.run_name
+
+
+def test_study_via_ray_job_submit_with_working_dir(cluster, data_dir, tmp_path):
+    """The other way in: a copy of the repository (--working-dir), explicit data, storage and
+    MLflow URI. The artifacts live under the storage root, not in Ray's temporary copy."""
+    storage = tmp_path / "runs"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri,
+                                           "FM4NPP_FAKE_TRIAL_SECONDS": "1"}})
     env = _env({"RAY_AUTH_MODE": "token"})
     r = subprocess.run(
         ["ray", "job", "submit", "--address", cluster["env"]["RAY_DASHBOARD_ADDRESS"],
          "--working-dir", str(ROOT), "--runtime-env-json", runtime_env, "--",
-         "python", "studies/model_scaling.py", "--preset", "smoke", "--data", str(data_dir),
+         "python", "studies/data_scaling.py", "--fake", "--data", str(data_dir),
          "--storage", str(storage)],
         env=env, capture_output=True, text=True, timeout=560)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "2/2 trials finished" in r.stdout
+    n = len(PRESETS["smoke"].fractions)
+    assert f"{n}/{n} trials finished" in r.stdout
 
-    # the job ran from Ray's temporary copy of the repository (inside the cluster's temp dir,
-    # deleted with it); its artifacts must live under the storage root instead
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=uri)
     found = [run for e in c.search_experiments() for run in c.search_runs([e.experiment_id])]
-    trials = [run for run in found if "loss_curve.png" in
-              [a.path for a in c.list_artifacts(run.info.run_id)]]
-    assert len(trials) == 2, [run.info.run_name for run in found]
+    assert len(found) == n + 1  # the parent and its trials
     for run in found:
         where = Path(run.info.artifact_uri.removeprefix("file://"))
         assert where.is_relative_to(storage / "mlflow-artifacts"), where
         assert not where.is_relative_to(cluster["dir"])
-    for run in trials:
-        art = Path(run.info.artifact_uri.removeprefix("file://"))
-        assert (art / "loss_curve.png").stat().st_size > 1000
-        assert json.loads((art / "pretrain_config.json").read_text())["preset"] in ("w8", "w16")
-
-    r = subprocess.run([sys.executable, str(ROOT / "analysis/figure5.py"), "--study",
-                        "model_scaling-smoke", "--out", str(figs), "--n-boot", "20"],
-                       env=_env({"MLFLOW_TRACKING_URI": uri}), capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    summary = json.loads((figs / "fits.json").read_text())
-    assert len(summary["runs"]) == 2
-    assert {run["width"] for run in summary["runs"]} == {"w8", "w16"}
-    assert all(run["N"] > 0 and run["val_mse"] > 0 for run in summary["runs"])
-    assert (figs / "figure5a.png").stat().st_size > 1000

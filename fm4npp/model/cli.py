@@ -39,6 +39,6 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("model", help="model presets and sizes")
     sub = p.add_subparsers(dest="model_command", required=True)
     info = sub.add_parser("info", help="parameters and FLOPs per token of a preset (JSON)")
-    info.add_argument("--preset", required=True, help="m1..m6, w8, w16, w32, w64, w128")
+    info.add_argument("--preset", required=True, help="m1..m6, w8, w16, w24, w32, w64, w128")
     info.add_argument("--seq-len", type=int, default=2048, help="sequence length for FLOPs")
     info.set_defaults(func=_info)

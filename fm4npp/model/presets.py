@@ -28,6 +28,7 @@ PRESETS: dict[str, ModelConfig] = {
     "m6": ModelConfig(d_model=1536, **_PAPER),
     "w8": ModelConfig(d_model=8, **{**_CPU, "headdim": 8}),
     "w16": ModelConfig(d_model=16, **_CPU),
+    "w24": ModelConfig(d_model=24, **_CPU),
     "w32": ModelConfig(d_model=32, **_CPU),
     "w64": ModelConfig(d_model=64, **_CPU),
     "w128": ModelConfig(d_model=128, **_CPU),

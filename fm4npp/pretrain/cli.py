@@ -13,7 +13,8 @@ def register(subparsers) -> None:
         "pretrain", help="pretrain the foundation model on a data set (Ray Train + MLflow)",
         description="Pretrain one model; rerunning with the same --run-name resumes it.")
     p.add_argument("--preset", required=True, help="model preset (w8 ... w128, m1 ... m6)")
-    p.add_argument("--data", required=True, help="data set directory (Parquet + manifest.json)")
+    p.add_argument("--data", default="", help="data set directory (Parquet + manifest.json, "
+                   "bins.json); default: the default data set, simulated into the data home once")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--workers", type=int, help="Ray Train workers (DDP ranks)")
     p.add_argument("--run-name", help="stable run name: the resume key (default: config hash)")
@@ -34,6 +35,10 @@ def handler(args: argparse.Namespace) -> int:
     from fm4npp.pretrain.config import PretrainConfig
 
     try:
+        if not args.data:
+            from fm4npp.pretrain.default_data import ensure_default_dataset
+
+            args.data = str(ensure_default_dataset())
         cfg = PretrainConfig(preset=args.preset, data=args.data)
         flags = {"steps": args.steps, "workers": args.workers, "run_name": args.run_name,
                  "storage_path": args.storage}

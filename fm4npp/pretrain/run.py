@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 from fm4npp import runs
+from fm4npp.data.shards import MANIFEST
+from fm4npp.files import atomic_write_json
 from fm4npp.pretrain.config import PretrainConfig
 from fm4npp.pretrain.checkpoint import PRETRAINED_DIR
 
@@ -116,7 +118,7 @@ def check_inputs(cfg: PretrainConfig, skip_validation: bool = False) -> None:
 
 def _file_stats(cfg: PretrainConfig) -> tuple:
     data = Path(cfg.data)
-    paths = [Path(cfg.bins), data / "manifest.json", *sorted(data.glob("*.parquet"))]
+    paths = [Path(cfg.bins), data / MANIFEST, *sorted(data.glob("*.parquet"))]
     return tuple((str(p), st.st_size, st.st_mtime_ns) for p in paths if p.exists() for st in [p.stat()])
 
 
@@ -232,9 +234,7 @@ def _check_run_dir(cfg: PretrainConfig, h: str) -> dict:
 def _write_run_info(cfg: PretrainConfig, info: dict) -> None:
     path = Path(cfg.storage_path) / cfg.run_name / RUN_INFO
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(path)
+    atomic_write_json(path, info, newline=False, indent=1)
 
 
 def _log_artifacts(run_id: str, cfg: PretrainConfig) -> None:

@@ -3,9 +3,14 @@
 # 127.0.0.1, token auth, state in a private per-user directory. Records how to reach it (and
 # how to stop exactly it) in $FM4NPP_RAY_DIR/cluster.env.
 #
-#   bash ray_cluster/local/start.sh      # prints the state file; `source` it in your shell
-#   ray job submit --address "$RAY_DASHBOARD_ADDRESS" --working-dir . -- python studies/...
+#   bash ray_cluster/local/start.sh
+#   ray job submit -- python studies/model_scaling.py     # a fresh shell, venv activated
 #   bash ray_cluster/local/stop.sh
+#
+# On Ray's default ports (6379, dashboard 8265) a client needs nothing more: `ray job submit`
+# finds the running cluster by itself, reads the token from ~/.ray/auth_token, and the
+# activated venv sets RAY_AUTH_MODE=token (Makefile). The job runs in this checkout (the
+# cluster's working directory), or in a copy of it with --working-dir.
 #
 # Environment (all optional):
 #   FM4NPP_RAY_DIR          state dir, Ray's --temp-dir is $FM4NPP_RAY_DIR/ray (default
@@ -20,8 +25,9 @@
 #   RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH  the token, or its file (default ~/.ray/auth_token)
 set -euo pipefail
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ray_cluster/local/common.sh
-source "$(dirname "$0")/common.sh"
+source "$HERE/common.sh"
 RAY=${RAY:-ray}
 command -v "$RAY" >/dev/null || fm4npp_die "'$RAY' not found (activate the venv)"
 FM4NPP_PY=$(fm4npp_python)
@@ -44,7 +50,7 @@ if [ -e "$STATE" ] || [ -e "$RAY_DIR/pgid" ]; then
         fi
     fi
     echo "${0##*/}: stale state in $RAY_DIR (cluster gone); cleaning up" >&2
-    bash "$(dirname "$0")/stop.sh" >&2 || fm4npp_die "could not clean up $RAY_DIR"
+    bash "$HERE/stop.sh" >&2 || fm4npp_die "could not clean up $RAY_DIR"
 fi
 
 # A port that is free now; the preferred one when it is.
@@ -123,12 +129,15 @@ args=(start --head --node-ip-address 127.0.0.1 --port "$PORT"
 # A new session (setsid) puts every process of this cluster, workers included, in one
 # session whose id (= the leader's pgid) we record: stop.sh looks there (and verifies each
 # process), never `ray stop`, which would kill every Ray on the host.
+# A job submitted without --working-dir runs in the cluster's working directory: make that
+# this checkout, so `ray job submit -- python studies/model_scaling.py` finds the script.
+cd "$HERE/../.."
 : > "$RAY_DIR/start.log"
 # shellcheck disable=SC2016  # $$ and $1.. belong to the inner shell
 setsid bash -c 'echo $$ > "$1/pgid"; umask "$2"; shift 2; exec "$@"' _ "$RAY_DIR" "$USER_UMASK" \
     "$RAY" "${args[@]}" > "$RAY_DIR/start.log" 2>&1 || {
     cat "$RAY_DIR/start.log" >&2
-    bash "$(dirname "$0")/stop.sh" >/dev/null 2>&1 || true
+    bash "$HERE/stop.sh" >/dev/null 2>&1 || true
     exit 1
 }
 PGID=$(cat "$RAY_DIR/pgid")
@@ -165,4 +174,10 @@ except urllib.error.HTTPError:
     sleep 1
 done
 echo "Ray cluster up: GCS 127.0.0.1:$PORT, dashboard/jobs http://127.0.0.1:$DASH_PORT"
-echo "state: $STATE   (source it for RAY_ADDRESS, RAY_DASHBOARD_ADDRESS, RAY_AUTH_MODE, ...)"
+echo "state: $STATE"
+if [ "$DASH_PORT" = 8265 ] && [ "$PORT" = 6379 ]; then
+    # Ray's defaults: a client finds this cluster with no address, the token in its default file
+    echo "submit from any shell with the venv activated: ray job submit -- python studies/model_scaling.py"
+else
+    echo "not Ray's default ports: clients need RAY_ADDRESS=127.0.0.1:$PORT (or source $STATE)"
+fi
