@@ -445,13 +445,26 @@ def make_figure5(studies: list[str], out_dir: Path, n_boot: int = 200, log: bool
               for p, pts in panel_points(trials).items()}
     chin = None
     good = [t for t in trials if t.better_than_baseline(max_ratio)]
-    ns, ds = {t.N for t in good}, {t.D for t in good}
-    if len(ns) >= 2 and len(ds) >= 2 and len(good) >= 6:
+    # L(N, D) needs N and D both varied: D is the training set (a data-scaling run's
+    # fraction), not the spacepoints consumed, which a fixed step budget keeps equal
+    ns, ds = {t.N for t in good}, {t.D_set or t.D for t in good}
+
+    def spread(v):
+        return len(v) >= 3 and max(v) >= 2 * min(v)
+
+    if spread(ns) and spread(ds) and len(good) >= 6:
         try:
-            chin = powerlaw.fit_chinchilla([t.N for t in good], [t.D for t in good],
+            chin = powerlaw.fit_chinchilla([t.N for t in good], [t.D_set or t.D for t in good],
                                            [t.val_mse for t in good])
         except ValueError as exc:
             print(f"[figure5] no L(N, D) fit: {exc}")
+        if chin is not None and not all(0.0 < e < 5.0 - 1e-6 for e in (chin.alpha, chin.beta)):
+            print(f"[figure5] no L(N, D) fit: an exponent ran to its bound (alpha "
+                  f"{chin.alpha:.3g}, beta {chin.beta:.3g}); these runs do not constrain it")
+            chin = None
+    else:
+        print("[figure5] no L(N, D) fit: needs >= 3 values of both N and training-set D, "
+              "each spanning >= 2x")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -1,6 +1,6 @@
 """Read the finished trials of scaling studies back from MLflow.
 
-A study (studies/common.py) is one parent run tagged `fm4npp.study_parent` plus one child
+A study (fm4npp/study/driver.py) is one parent run tagged `fm4npp.study_parent` plus one child
 run per trial, all tagged `study=<name>`. Only FINISHED child runs count: a driver that died
 leaves RUNNING runs behind, and a failed trial's numbers are not a point on any curve.
 """
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fm4npp import runs  # noqa: E402
 
-EXPERIMENT = "fm4npp-scaling"  # studies.common.EXPERIMENT (not imported: no Ray needed here)
+from fm4npp.study.presets import EXPERIMENT  # noqa: E402  (plain data: no Ray imported)
 
 
 @dataclass

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "fm4npp.model.cli",
     "fm4npp.pretrain.cli",
     "fm4npp.downstream.cli",
+    "fm4npp.study.cli",
 ]
 
 

@@ -77,9 +77,13 @@ def start_run(
 
 def get_or_start_run(name: str, params=None, tags=None, parent_run_id=None,
                      experiment: str = "fm4npp", storage=None) -> tuple[str, bool]:
-    """The run tagged with our stable ``name`` in ``experiment`` if there is one (a resumed
+    """The run tagged with our stable ``name`` in ``experiment`` (and under ``parent_run_id``,
+    if given: two studies may each have a trial of the same name) if there is one (a resumed
     training run keeps its MLflow run), else a new one. Returns (run_id, resumed)."""
-    runs = find_runs(experiment, f"tags.`{RUN_NAME_TAG}` = '{name}'")
+    where = f"tags.`{RUN_NAME_TAG}` = '{name}'"
+    if parent_run_id:
+        where += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    runs = find_runs(experiment, where)
     if not runs:
         return start_run(name, params, tags, parent_run_id, experiment, storage), False
     run_id = runs[0].info.run_id

@@ -8,11 +8,8 @@ Runs on whatever cluster a bare `ray.init()` joins; rerunning the same command r
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies` and `fm4npp`
-
-from studies.common import main  # noqa: E402
+from fm4npp.study.driver import main
 
 if __name__ == "__main__":
     sys.exit(main("compute_scaling"))

@@ -41,7 +41,7 @@ def test_a_half_made_default_set_is_not_taken_as_ready(tmp_path, monkeypatch):
 
 
 def test_study_rejects_a_bad_data_argument(tmp_path, capsys):
-    from studies.common import main
+    from fm4npp.study.driver import main
 
     not_data = tmp_path / "photos"
     not_data.mkdir()

@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("fm4npp.model",)),
     ("pretrain", ("fm4npp.pretrain",)),
     ("downstream", ("fm4npp.downstream",)),
+    # Scaling studies: Ray Tune grids of pretraining runs.
+    ("study", ("fm4npp.study",)),
     # The console script's entry point.
     ("app", ("fm4npp.cli",)),
 ]

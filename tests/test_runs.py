@@ -34,3 +34,15 @@ def test_parent_child_runs_metrics_and_search(tmp_path, monkeypatch):
     again, resumed = runs.get_or_start_run("trial-1", {"lr": 2e-4, "new": 1}, experiment="e")
     assert (again, resumed) == (child, True)
     assert runs.find_runs("nope") == []
+
+
+def test_same_trial_name_under_two_parents_is_two_runs(tmp_path, monkeypatch):
+    """The model study's w32-d100-s200 and the data study's are different trials: resuming one
+    must never take over the other (it once did, and the model study lost a point)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    a, _ = runs.get_or_start_run("model_scaling-x", experiment="e")
+    b, _ = runs.get_or_start_run("data_scaling-x", experiment="e")
+    in_a, resumed_a = runs.get_or_start_run("w32-d100-s200", parent_run_id=a, experiment="e")
+    in_b, resumed_b = runs.get_or_start_run("w32-d100-s200", parent_run_id=b, experiment="e")
+    assert in_a != in_b and not resumed_a and not resumed_b
+    assert runs.get_or_start_run("w32-d100-s200", parent_run_id=a, experiment="e") == (in_a, True)

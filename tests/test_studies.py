@@ -1,15 +1,11 @@
 """Study grids, presets and concurrency (no Ray), and Figure 5 from a hand-made MLflow study."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from studies.common import (  # noqa: E402
+from fm4npp.study.presets import (  # noqa: E402
     PAPER_FRACTIONS,
     PRESETS,
     grid_points,
@@ -87,7 +83,7 @@ def test_concurrency_from_cluster_resources():
 
 
 def test_study_refuses_missing_data(tmp_path, capsys):
-    from studies.common import main
+    from fm4npp.study.driver import main
 
     assert main("model_scaling", ["--data", str(tmp_path / "nope"),
                                   "--storage", str(tmp_path)]) == 2
@@ -101,7 +97,7 @@ def mlflow_db(tmp_path, monkeypatch):
 
 
 def _fake_study(name, kind, rows, failed=()):
-    """A parent run and FINISHED child runs laid out as studies/common.py and
+    """A parent run and FINISHED child runs laid out as fm4npp/study/ and
     fm4npp/pretrain/run.py write them.
 
     A row: width, N, D, C, L (the final val_mse) and optionally fraction, budget, seed,

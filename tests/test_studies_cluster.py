@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from studies.common import PRESETS
+from fm4npp.study.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,8 +51,10 @@ def _live_in_session(sid: int) -> list[int]:
 def cluster():
     """A private local cluster: {"env": cluster.env values, "dir": its temp dir}."""
     ray_dir = tempfile.mkdtemp(prefix="fm4npp-rt-", dir="/tmp")  # short: socket path limit
+    # PYTHONPATH: the trial processes import the tests' stand-in trainer (tests/fake_trainer.py)
     env = _env({"FM4NPP_RAY_DIR": ray_dir, "FM4NPP_RAY_PORT": "0",
-                "FM4NPP_RAY_DASHBOARD_PORT": "0", "FM4NPP_RAY_NUM_CPUS": "2"})
+                "FM4NPP_RAY_DASHBOARD_PORT": "0", "FM4NPP_RAY_NUM_CPUS": "2",
+                "PYTHONPATH": str(ROOT), "FM4NPP_FAKE_TRIAL_SECONDS": "1"})
     subprocess.run(["bash", str(ROOT / "ray_cluster/local/start.sh")], env=env, check=True,
                    timeout=240)
     state = {}
@@ -85,6 +87,9 @@ def data_dir(tmp_path_factory):
     return d
 
 
+FAKE = "tests.fake_trainer:train"
+
+
 def _starts(markers: Path) -> dict[str, int]:
     out: dict[str, int] = {}
     for f in markers.glob("start-*"):
@@ -98,14 +103,15 @@ def _done(markers: Path) -> set[str]:
 
 
 def test_killed_driver_resumes_without_redoing_finished_trials(cluster, data_dir, tmp_path):
-    markers, storage = tmp_path / "markers", tmp_path / "runs"
+    storage = tmp_path / "runs"
+    markers = storage / "resume-test" / "train" / "markers"  # written by tests/fake_trainer.py
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = _env({**{k: cluster["env"][k] for k in CLIENT_KEYS},
                 "MLFLOW_TRACKING_URI": uri, "FM4NPP_FAKE_TRIAL_SECONDS": "1",
                 "TUNE_GLOBAL_CHECKPOINT_S": "0"})
     cmd = [sys.executable, str(ROOT / "studies/model_scaling.py"), "--preset", "smoke",
-           "--seeds", "0,1", "--fake", "--max-concurrent", "1", "--data", str(data_dir),
-           "--storage", str(storage), "--name", "resume-test", "--marker-dir", str(markers)]
+           "--seeds", "0,1", "--trainer", FAKE, "--max-concurrent", "1", "--data", str(data_dir),
+           "--storage", str(storage), "--name", "resume-test"]
     log1 = open(tmp_path / "run1.log", "w")
     p = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT,
                          start_new_session=True)
@@ -189,7 +195,7 @@ def test_study_via_ray_job_submit_with_working_dir(cluster, data_dir, tmp_path):
     r = subprocess.run(
         ["ray", "job", "submit", "--address", cluster["env"]["RAY_DASHBOARD_ADDRESS"],
          "--working-dir", str(ROOT), "--runtime-env-json", runtime_env, "--",
-         "python", "studies/data_scaling.py", "--fake", "--data", str(data_dir),
+         "python", "studies/data_scaling.py", "--trainer", FAKE, "--data", str(data_dir),
          "--storage", str(storage)],
         env=env, capture_output=True, text=True, timeout=560)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

@@ -1,0 +1,22 @@
+"""`fm4npp study KIND ...`: the scaling studies as a command of the installed package."""
+
+from __future__ import annotations
+
+import argparse
+
+from fm4npp.study.presets import KINDS
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "study", help="run or resume a scaling study (Figure 5) on the Ray cluster ray.init() "
+                      "finds", add_help=False)
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the study's options (KIND --help)")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from fm4npp.study.driver import main
+
+    return main(args.kind, args.rest)
