@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mlflow ui did not answer on {base}", file=sys.stderr)
             return 1
         trial = trials[-1]
+        # MLflow >= 3.5 opens in its GenAI view (traces); the runs live in "Model training"
+        ml = "?workflowType=machine_learning"
         pages = {
-            "experiment": (f"{base}/#/experiments/{exp}", [EXPERIMENT, args.study]),
-            "parent": (f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}",
+            "experiment": (f"{base}/#/experiments/{exp}/runs{ml}", [EXPERIMENT, args.study]),
+            "parent": (f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}{ml}",
                        [args.study, "grid", "base_config"]),
-            "trial": (f"{base}/#/experiments/{exp}/runs/{trial.run_id}",
+            "trial": (f"{base}/#/experiments/{exp}/runs/{trial.run_id}{ml}",
                       [trial.key, args.study, "width", "layers", "steps"]),
         }
         for name, (url, must_show) in pages.items():

@@ -24,8 +24,9 @@ PKG = ROOT / "fm4npp"
 # (layer name, module prefixes). The first matching prefix of the LONGEST length wins, so a
 # single module may sit in a different layer from the rest of its package; each such case says why.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    # Small shared helpers below everything (atomic files, data home, MLflow run bookkeeping).
-    ("helpers", ("fm4npp", "fm4npp.files", "fm4npp.paths", "fm4npp.runs")),
+    # Small shared helpers below everything (atomic files, KEY=VALUE overrides, data home, MLflow
+    # run bookkeeping).
+    ("helpers", ("fm4npp", "fm4npp.files", "fm4npp.overrides", "fm4npp.paths", "fm4npp.runs")),
     # The Parquet event format: the schema constants and the atomic shard/manifest writer. These
     # are the DESIGN's "small shared helpers (atomic write, manifest, constants)" that happen to
     # live in fm4npp/data/: sim WRITES this format (sim/run.py, sim/digitize.py), data reads it.

@@ -14,6 +14,8 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from fm4npp.overrides import coerce, parse_pairs
+
 TASKS = ("tracking", "pid", "noise")
 FEATURE_SOURCES = ("fm", "raw", "scratch")  # frozen FM / AdapterOnly / from-scratch backbone
 FM_COMBINE = ("mix", "concat")  # how the frozen FM's layers are joined (FinetuneConfig.fm_combine)
@@ -145,10 +147,7 @@ class FinetuneConfig:
     def with_overrides(self, pairs: list[str]) -> "FinetuneConfig":
         """``key=value`` strings; nested keys as ``tracking.n_queries=64``."""
         d = self.to_dict()
-        for p in pairs:
-            if "=" not in p:
-                raise ValueError(f"--set expects key=value, got {p!r}")
-            key, value = (s.strip() for s in p.split("=", 1))
+        for key, value in parse_pairs(pairs).items():
             target, cls, name = d, FinetuneConfig, key
             if "." in key:
                 sub, name = key.split(".", 1)
@@ -159,7 +158,7 @@ class FinetuneConfig:
             hints = typing.get_type_hints(cls)
             if name not in hints or name in ("tracking", "classifier"):
                 raise KeyError(f"unknown config key {key!r}")
-            target[name] = _coerce(key, value, hints[name])
+            target[name] = coerce(key, value, hints[name])
         return FinetuneConfig.from_dict(d)
 
     def config_hash(self) -> str:
@@ -167,12 +166,3 @@ class FinetuneConfig:
         for k in ("out", "experiment", "cache_dir", "storage"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _coerce(key, value: str, hint):
-    try:
-        if hint is bool:
-            return value.lower() in ("1", "true", "yes", "on")
-        return hint(value)
-    except ValueError:
-        raise ValueError(f"config key {key!r}: cannot read {value!r} as {hint.__name__}") from None

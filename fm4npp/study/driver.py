@@ -29,6 +29,7 @@ from pathlib import Path
 from fm4npp.study.presets import (
     EXPERIMENT, PRESETS, grid_points, max_concurrent, trial_key,
 )
+from fm4npp.overrides import parse_pairs
 from fm4npp.study.trial import DEFAULT_TRAINER, run_trial
 
 def study_name(kind: str, preset_name: str) -> str:
@@ -167,12 +168,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     p.add_argument("--trainer", default=DEFAULT_TRAINER, metavar="MODULE:FUNCTION",
                    help="the function that trains one trial (default: %(default)s)")
     args = p.parse_args(argv)
-    overrides = {}
-    for pair in args.set:
-        if "=" not in pair:
-            p.error(f"--set expects KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        overrides[k.strip()] = v.strip()
+    try:
+        overrides = parse_pairs(args.set)
+    except ValueError as exc:
+        p.error(str(exc))
     seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip()) or None
     try:
         out = run_study(kind, args.preset, args.data, args.storage, name=args.name,
