@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 from fm4npp import paths
 
@@ -25,8 +24,18 @@ RUN_NAME_TAG = "fm4npp.run_name"  # our stable run name: the resume key
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 
 
+_chosen_uri: str | None = None
+
+
+def use_tracking_uri(uri: str | None) -> None:
+    """Point this process's fm4npp MLflow calls at ``uri`` (None: back to the environment's
+    choice). A process-local setting, not an environment write: children are not affected."""
+    global _chosen_uri
+    _chosen_uri = uri
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
+    return _chosen_uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
 
 
 def client():

@@ -10,7 +10,6 @@ same MLflow run. Metrics reach MLflow from ONE process: the Ray Train controller
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from fm4npp import runs
@@ -44,7 +43,7 @@ def make_mlflow_callback(run_id: str, tracking_uri: str):
                 self.pending.append(dict(metrics[0]))
             if not self.pending:
                 return
-            os.environ["MLFLOW_TRACKING_URI"] = self.uri
+            runs.use_tracking_uri(self.uri)
             try:
                 runs.log_metrics_history(self.run_id, self.pending)
                 self.pending = []
@@ -298,7 +297,9 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
     info = _check_run_dir(cfg, h)
     if cfg.data_mode == "stream":
         _check_stream_fits(cfg)
-    run_tags = {"preset": cfg.preset, "bins_hash": h, **(tags or {})}
+    from fm4npp.pretrain.objectives import objective_tags
+
+    run_tags = {"preset": cfg.preset, "bins_hash": h, **objective_tags(cfg), **(tags or {})}
     params = {**cfg.to_dict(), "bins_hash": h}
     run_id, _ = runs.get_or_start_run(cfg.run_name, params, run_tags, parent_run_id,
                                       cfg.experiment, storage=cfg.storage_path)

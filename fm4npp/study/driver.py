@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
     storage_dir = storage_root(storage or None)
     storage_dir.mkdir(parents=True, exist_ok=True)
     uri = runs.tracking_uri()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    runs.use_tracking_uri(uri)
     print(f"[study] {name}: MLflow {uri}  storage {storage_dir / name}", flush=True)
 
     if not ray.is_initialized():

@@ -8,7 +8,6 @@ different training backend, and how the tests run a study's machinery in seconds
 from __future__ import annotations
 
 import importlib
-import os
 
 from fm4npp.study.presets import EXPERIMENT, StudyPreset, trial_key, trial_overrides
 
@@ -78,7 +77,7 @@ def run_trial(config: dict) -> None:
                             for k, v in s["preset"].items()})
     point, seed = config["point"], int(config["seed"])
     key = trial_key(point, seed, preset)
-    os.environ["MLFLOW_TRACKING_URI"] = s["tracking_uri"]  # one database for the whole study
+    runs.use_tracking_uri(s["tracking_uri"])  # one database for the whole study
 
     cfg = PretrainConfig.from_dict({**s["base_config"], **trial_overrides(point, seed, preset),
                                     "run_name": key,
