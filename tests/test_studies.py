@@ -399,3 +399,16 @@ def test_figure5_log_axes_label_at_least_three_ticks(lo, hi, style, axis):
     for b1, b2 in zip(boxes, boxes[1:]):
         assert not b1.overlaps(b2), (shown, b1, b2)
     plt.close(fig)
+
+
+def test_objective_axis_multiplies_the_grid_and_names_the_trials():
+    from fm4npp.study.presets import with_objectives
+
+    p = PRESETS["smoke"]
+    pts = with_objectives(grid_points("model_scaling", p), ("knn", "masked"))
+    assert len(pts) == 2 * len(p.widths)
+    keys = {trial_key(pt, 0, p) for pt in pts}
+    assert "w32-d100-s200-masked" in keys and len(keys) == len(pts)
+    assert trial_overrides({"width": "w32", "objective": "masked"}, 0, p)["objective"] == "masked"
+    assert "objective" not in trial_overrides({"width": "w32"}, 0, p)  # the config's own
+    assert with_objectives(pts[:1], ()) == pts[:1]

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from fm4npp.study.presets import (
-    EXPERIMENT, PRESETS, grid_points, max_concurrent, trial_key,
+    EXPERIMENT, PRESETS, grid_points, max_concurrent, trial_key, with_objectives,
 )
 from fm4npp.overrides import parse_pairs
 from fm4npp.study.trial import DEFAULT_TRAINER, run_trial
@@ -37,6 +37,7 @@ def study_name(kind: str, preset_name: str) -> str:
 
 def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = "",
               max_concurrent_trials: int = 0, seeds: tuple[int, ...] | None = None,
+              objectives: tuple[str, ...] = (),
               trainer: str = DEFAULT_TRAINER, overrides: dict | None = None) -> dict:
     """Run (or resume) one study on the Ray cluster `ray.init()` connects to.
 
@@ -77,7 +78,7 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
 
     if not ray.is_initialized():
         ray.init()  # bare: joins RAY_ADDRESS / the job's cluster; never num_cpus here
-    points = grid_points(kind, preset)
+    points = with_objectives(grid_points(kind, preset), objectives)
     resources = ray.cluster_resources()
     conc = max_concurrent_trials or max_concurrent(preset, points, resources)
     print(f"[study] {len(points)} grid cells x {len(preset.seeds)} seeds; cluster "
@@ -162,6 +163,8 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     p.add_argument("--max-concurrent", type=int, default=0,
                    help="trials at once (default: what the cluster's resources allow)")
     p.add_argument("--seeds", default="", help="comma-separated seeds (default: the preset's)")
+    p.add_argument("--objectives", default="", help="comma-separated pretraining objectives as "
+                   "one more grid axis, e.g. knn,masked (default: the config's objective only)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="PretrainConfig overrides for every trial, e.g. lr=1e-3")
     p.add_argument("--trainer", default=DEFAULT_TRAINER, metavar="MODULE:FUNCTION",
@@ -175,7 +178,8 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     try:
         out = run_study(kind, args.preset, args.data, args.storage, name=args.name,
                         max_concurrent_trials=args.max_concurrent, seeds=seeds,
-                        trainer=args.trainer, overrides=overrides)
+                        trainer=args.trainer, overrides=overrides,
+                        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()))
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

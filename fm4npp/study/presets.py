@@ -100,7 +100,16 @@ def trial_key(point: dict, seed: int, preset: StudyPreset) -> str:
     training data, steps; ``-seed1`` for seeds other than 0): the resume key of its Train
     run and the name of its MLflow run."""
     key = f"{point['width']}-d{100 * point.get('fraction', 1.0):g}-s{trial_steps(point, preset)}"
+    if "objective" in point:  # an objective axis (--objectives): one more part of the name
+        key += f"-{point['objective']}"
     return key if int(seed) == 0 else f"{key}-seed{int(seed)}"
+
+
+def with_objectives(points: list[dict], objectives) -> list[dict]:
+    """The grid times an objective axis (``--objectives knn,masked``); unchanged without one."""
+    if not objectives:
+        return points
+    return [{**p, "objective": o} for p in points for o in objectives]
 
 
 def trial_overrides(point: dict, seed: int, preset: StudyPreset) -> dict:
@@ -114,6 +123,7 @@ def trial_overrides(point: dict, seed: int, preset: StudyPreset) -> dict:
         "workers": preset.workers_for(width),
         "use_gpu": preset.use_gpu,
         "cpus_per_worker": preset.cpus_per_worker,
+        **({"objective": point["objective"]} if "objective" in point else {}),
     }
 
 
