@@ -92,7 +92,7 @@ def test_knn_objective_is_the_paper_loss_unchanged():
         ref = pretrain_loss(preds, b["targets"], b["target_mask"], b["weight"] if weighting else None)
         assert torch.equal(loss, ref) and parts == {}
     # the model and loss are bit-for-bit those before the refactor (value from that code)
-    assert float(ref) == pytest.approx(KNN_LOSS_BEFORE, rel=1e-6)
+    assert float(ref.detach()) == pytest.approx(KNN_LOSS_BEFORE, rel=1e-6)
     assert sum(p.numel() for p in model.parameters()) == KNN_PARAMS_BEFORE
 
     # validation: the unweighted mean over events of the per-event MSE, and its baseline
@@ -106,9 +106,9 @@ def test_knn_objective_is_the_paper_loss_unchanged():
 
 # Loss of the unweighted-difficulty batch above with the pre-objectives code (FM4NPP w8,
 # 1 layer, seed 0, make_events()); and that model's parameter count.
-KNN_LOSS_BEFORE = float("nan")
-KNN_PARAMS_BEFORE = -1
-HASH_BEFORE = ""
+KNN_LOSS_BEFORE = 1.9838340282440186
+KNN_PARAMS_BEFORE = 1570
+HASH_BEFORE = "884dec45d4"  # PretrainConfig(preset="w8", data="/data").config_hash() before
 
 
 # ------------------------------------------------------------------- every objective
@@ -272,3 +272,66 @@ def test_objective_round_trips_through_the_checkpoint_record(name, tmp_path):
     finally:
         shutil.rmtree(d)
     assert set(OBJECTIVES) == set(NAMES)
+
+
+def test_serialization_adds_the_neighbours_energies():
+    from fm4npp.serialize import events as ev_mod
+    from fm4npp.serialize.bins import fit_bins
+    from fm4npp.serialize.config import SerializeConfig
+    from fm4npp.serialize.knn import next_neighbors
+
+    rng = np.random.default_rng(1)
+    evs = [ev_mod.toy_event(rng, i, max_tracks=10, noise_hits=5) for i in range(8)]
+    cfg = SerializeConfig(k=K)
+    bins = fit_bins(evs, cfg, source="toy")
+    crop = SerializeConfig(k=K, max_points=40, cap_policy="crop")
+    for e in evs:
+        out = ev_mod.serialize_event(e, bins, cfg)
+        idx, _ = next_neighbors(out["coords"], K)
+        m = out["target_mask"]
+        assert out["target_energy"].shape == m.shape and out["target_energy"].dtype == np.float32
+        np.testing.assert_array_equal(out["target_energy"][m], out["energy"][idx[m]])
+        assert (out["target_energy"][~m] == 0).all()
+        cut = ev_mod.serialize_event(e, bins, crop)  # cropped after the targets: the same ones
+        np.testing.assert_array_equal(cut["target_energy"], out["target_energy"][:40])
+
+
+@pytest.mark.slow
+def test_masked_bidirectional_run_on_two_ray_workers(tmp_path, monkeypatch):
+    """The Ray Train path with a non-kNN objective: DDP over 2 workers with the unused kNN
+    head, the objective in the checkpoint record and in MLflow."""
+    ray = pytest.importorskip("ray")
+    from conftest import make_event_table
+
+    from fm4npp import runs
+    from fm4npp.data.convert import write_dataset
+    from fm4npp.data.io import read_events
+    from fm4npp.downstream.features import load_backbone
+    from fm4npp.pretrain.run import run_pretraining
+    from fm4npp.serialize.bins import fit_bins, save_bins
+    from fm4npp.serialize.config import SerializeConfig
+
+    data = tmp_path / "events"
+    write_dataset([make_event_table(40, 1, max_tracks=4)], data)
+    save_bins(fit_bins(read_events(data), SerializeConfig(k=K, n_difficulty_bins=3)), data / "bins.json")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = PretrainConfig(preset="w8", n_layers=1, data=str(data), steps=2, warmup=1, lr=3e-3,
+                             batch_size=4, workers=2, log_every=1, val_every=2, ckpt_every=2,
+                             val_events=8, storage_path=str(tmp_path / "runs"), experiment="test",
+                             max_failures=0, objective="masked", bidirectional=True)
+        out = run_pretraining(cfg)
+    finally:
+        if started:
+            ray.shutdown()
+    assert out["steps"] == 2 and np.isfinite(out["val_mse"]) and out["val_baseline_mse"] > 0
+    model, extra = load_backbone(out["pretrained"])
+    assert extra["objective"] == {"name": "masked", "mask_fraction": 0.3}
+    assert model.cfg.bidirectional and model.cfg.mask_token
+    run = runs.client().get_run(out["mlflow_run_id"])
+    assert run.data.tags["objective"] == "masked" and run.data.tags["bidirectional"] == "true"
+    assert run.data.tags["fm4npp.pretraining_claim"] == "true"
+    assert {"train_masked_coord", "train_masked_energy", "val_mse", "val_baseline_mse"} <= set(run.data.metrics)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -33,6 +33,14 @@ class ModelConfig:
     mup: bool = False
     mup_base_width: int = 256  # the paper tunes hyper-parameters on m3 (width 256)
     use_fused_kernels: bool = True  # mamba_ssm kernels when importable and on CUDA
+    # Every block also runs a second Mamba2 over the reversed sequence (backbone.Block), so a
+    # point's features see the whole event. Leaks the kNN targets: pretraining refuses it
+    # with the causal objectives (fm4npp.pretrain.objectives).
+    bidirectional: bool = False
+    mask_token: bool = False  # a learned embedding that replaces masked points' inputs
+    # Extra per-point output heads {name: outputs per point} a pretraining objective trains
+    # beside the kNN head (which is always there: the downstream reads k off its shape).
+    output_heads: dict[str, int] = field(default_factory=dict)
 
     @property
     def d_inner(self) -> int:
@@ -57,6 +65,9 @@ class ModelConfig:
             problems.append(f"n_heads={self.n_heads} is not a multiple of ngroups={self.ngroups}")
         if self.chunk_size <= 0 or self.d_conv <= 0 or self.k <= 0:
             problems.append("chunk_size, d_conv and k must be positive")
+        self.output_heads = {str(n): int(s) for n, s in self.output_heads.items()}
+        if any(s <= 0 for s in self.output_heads.values()):
+            problems.append(f"output_heads need positive sizes, got {self.output_heads}")
         if not 0 < self.dt_min <= self.dt_max:
             problems.append("need 0 < dt_min <= dt_max")
         if problems:

@@ -5,7 +5,8 @@ FLOPs count the multiply-adds of matmuls and convolutions (2 per MAC), the conve
 counted, and neither is the depthwise causal conv (elementwise shifted sums here, a fused
 kernel on GPU; it would add 2 * conv_dim * d_conv per token, about 1 %). The SSD scan is
 counted as executed by `fm4npp.model.ssd.ssd_chunked`, including the masked half of the
-diagonal blocks and the padding of the last chunk.
+diagonal blocks and the padding of the last chunk. A bidirectional model runs two mixers
+per block (the reversal is a gather: not counted); extra output heads count like the kNN head.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import math
 
 from .config import ModelConfig
 from .ssd import MAX_CHUNKS_MATRIX
+
+
+def _directions(cfg: ModelConfig) -> int:
+    return 2 if cfg.bidirectional else 1
 
 
 def count_params(cfg: ModelConfig) -> int:
@@ -28,9 +33,10 @@ def count_params(cfg: ModelConfig) -> int:
         + di  # gated norm weight
         + (di + b) * d  # out_proj
     )
-    embed = 2 * d + (cfg.pos_dim + 1) * d
-    head = (d + 1) * 3 * cfg.k
-    return embed + cfg.n_layers * (d + mixer) + d + head
+    embed = 2 * d + (cfg.pos_dim + 1) * d + (d if cfg.mask_token else 0)
+    head = (d + 1) * (3 * cfg.k + sum(cfg.output_heads.values()))
+    return embed + cfg.n_layers * (d + _directions(cfg) * mixer) + d + head
+
 
 
 def ssd_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
@@ -59,5 +65,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, backward: bool = True) -> fl
     d, di, h, gn = cfg.d_model, cfg.d_inner, cfg.n_heads, cfg.ngroups * cfg.d_state
     embed = 2 * d + 2 * cfg.pos_dim * d
     mixer = 2 * d * (2 * di + h) + 2 * d * 2 * gn + ssd_flops_per_token(cfg, seq_len) + 2 * di * d
-    rest = cfg.n_layers * mixer + 2 * d * 3 * cfg.k
+    heads = 3 * cfg.k + sum(cfg.output_heads.values())
+    rest = cfg.n_layers * _directions(cfg) * mixer + 2 * d * heads
     return (2 * embed + 3 * rest) if backward else (embed + rest)

@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("--preset", required=True, help="model preset (w8 ... w128, m1 ... m6)")
     p.add_argument("--data", default="", help="data set directory (Parquet + manifest.json, "
                    "bins.json); default: the default data set, simulated into the data home once")
+    p.add_argument("--objective", help="pretraining objective: knn (the paper's, default), "
+                   "knn_energy, masked, hybrid; supervised (a labelled reference, not a "
+                   "pretraining claim); see fm4npp.pretrain.objectives")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--workers", type=int, help="Ray Train workers (DDP ranks)")
     p.add_argument("--run-name", help="stable run name: the resume key (default: config hash)")
@@ -41,7 +44,7 @@ def handler(args: argparse.Namespace) -> int:
             args.data = str(ensure_default_dataset())
         cfg = PretrainConfig(preset=args.preset, data=args.data)
         flags = {"steps": args.steps, "workers": args.workers, "run_name": args.run_name,
-                 "storage_path": args.storage}
+                 "storage_path": args.storage, "objective": args.objective}
         cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})
         cfg = cfg.with_overrides(args.set).resolved()
     except (KeyError, ValueError) as exc:

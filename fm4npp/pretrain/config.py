@@ -43,6 +43,14 @@ class PretrainConfig:
     max_failures: int = 2  # worker-group restarts before the run fails
     data_mode: str = "memory"  # "memory": exact, resumable order; "stream": data > memory
     difficulty_weighting: bool = True  # the paper's event-difficulty loss re-weighting
+    # Pretraining objective (fm4npp.pretrain.objectives.OBJECTIVES: knn, knn_energy, masked,
+    # hybrid, supervised); the fields after it are parameters of the objectives that name them.
+    objective: str = "knn"
+    mask_fraction: float = 0.3  # masked, hybrid: fraction of each event's real points hidden
+    hybrid_weight: float = 0.5  # hybrid: loss = (1 - w) knn + w masked
+    # Blocks also scan the event backwards (ModelConfig.bidirectional); only with objectives
+    # whose targets are not later points of the scan (masked, supervised).
+    bidirectional: bool = False
     max_points: int = -1  # cap on points per event (0 = none, -1 = serialization default)
     order: str = ""  # serialization order (raster, radial, ...; "" = serialization default)
     data_fraction: float = 1.0  # nested subset of the training split (1.0 = all)
@@ -118,6 +126,12 @@ class PretrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"bad pretraining config: {msg}")
+        from fm4npp.pretrain.model_spec import model_config_for
+
+        try:  # the objective's name, parameters and backbone, checked before any work
+            model_config_for(self, k=1)
+        except ValueError as exc:
+            raise ValueError(f"bad pretraining config: {exc}") from None
         init_from = ""
         if self.init_from:
             from fm4npp.pretrain.checkpoint import MODEL_FILE, STATE_JSON, is_train_checkpoint
@@ -144,7 +158,16 @@ class PretrainConfig:
         for k in ("run_name", "storage_path", "experiment", "fault_at_step", "max_failures",
                   "log_every", "keep_checkpoints"):
             d.pop(k)
+        defaults = PretrainConfig()
+        for k in _LATER_FIELDS:  # at their defaults, runs named before them keep their names
+            if d[k] == getattr(defaults, k):
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# Fields added after runs were named by config_hash: left out of the hash at their defaults,
+# so those runs resume under the same derived name.
+_LATER_FIELDS = ("objective", "mask_fraction", "hybrid_weight", "bidirectional")
 
 
 def _coerce(key: str, value, hint):

@@ -13,7 +13,8 @@ Two ways to feed it (``PretrainConfig.data_mode``):
   Exact only as far as Ray Data reproduces the same split and order.
 
 Counters (events, spacepoints D, FLOPs C) are summed over ranks at every report and carried
-in checkpoints.
+in checkpoints. What a step optimises and validation measures is the run's objective
+(fm4npp.pretrain.objectives, chosen by name), recorded in every checkpoint.
 """
 
 from __future__ import annotations
@@ -32,20 +33,13 @@ from fm4npp.model.schedule import warmup_cosine
 from fm4npp.pretrain.checkpoint import (MODEL_FILE, PRETRAINED_DIR, load_train_state,
                                         save_train_state)
 from fm4npp.pretrain.config import PretrainConfig
+from fm4npp.pretrain.model_spec import model_config_for  # noqa: F401 (its old home: features)
+from fm4npp.pretrain.objectives import build_objective
 from fm4npp.pretrain.sources import MemorySource, StreamSource, materialize
+from fm4npp.pretrain.validation import allreduce_sum, evaluate
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _allreduce_sum(values: list[float], device) -> list[float]:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def _param_groups(model, lr: float, weight_decay: float):
     """The model's (muP-aware) parameter groups; LambdaLR scales each group's own lr, so the
     per-group muP ratios survive the schedule."""
@@ -71,55 +65,6 @@ def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
 
 
-def model_config_for(cfg: PretrainConfig, k: int):
-    """The preset's ModelConfig with the data's k and the run's muP choice."""
-    import dataclasses
-
-    from fm4npp.model.presets import get_preset
-
-    mcfg = get_preset(cfg.preset)
-    changes = {"k": int(k)}
-    if cfg.n_layers:
-        changes["n_layers"] = cfg.n_layers
-    if cfg.n_freq:
-        changes["n_freq"] = cfg.n_freq
-    if cfg.mup != "preset":
-        changes["mup"] = cfg.mup == "on"
-    return dataclasses.replace(mcfg, **changes)
-
-
-def evaluate(model, events: list[dict], batch_size: int, rank: int, world: int, device,
-             autocast, trivial: bool = False) -> float:
-    """Validation MSE: the unweighted mean over events of each event's mean squared
-    neighbour distance (loss.py), over all of ``events`` (ranks split them, then sum)."""
-    import torch
-
-    from fm4npp.data.pipeline import collate
-    from fm4npp.pretrain.loss import per_event_mse, trivial_predictions
-
-    mine = events[rank::world]
-    total, count = 0.0, 0
-    was_training = model.training if model is not None else False
-    if model is not None:
-        model.eval()
-    with torch.no_grad():
-        for i in range(0, len(mine), batch_size):
-            b = {k: v.to(device) for k, v in collate(mine[i : i + batch_size]).items()}
-            if trivial:
-                preds = trivial_predictions(b["coords"], b["targets"].shape[2])
-            else:
-                with autocast():
-                    preds = model(b["coords"], b["energy"], b["mask"])
-            per_event, n = per_event_mse(preds, b["targets"], b["target_mask"])
-            has = n > 0
-            total += float(per_event[has].sum())
-            count += int(has.sum())
-    if model is not None and was_training:
-        model.train()
-    total, count = _allreduce_sum([total, count], device)
-    return total / max(count, 1)
-
-
 def extra_serialize(serialize: dict) -> dict:
     """The checkpoint record of the run's serialization: the whole SerializeConfig, plus the
     two choices the run itself makes (order, point cap) at the top level, where the
@@ -129,10 +74,11 @@ def extra_serialize(serialize: dict) -> dict:
 
 
 def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra, serialize: dict,
-                     final: bool = False) -> str:
+                     objective: dict, final: bool = False) -> str:
     """A checkpoint directory (fm4npp.pretrain.checkpoint): model weights, the training state
-    (optimizer, scheduler, RNG, step, data position, counters, config, bins hash) and, for the
-    final one, ``pretrained/`` in fm4npp.model.io format (what the downstream adapters load)."""
+    (optimizer, scheduler, RNG, step, data position, counters, config, bins hash, serialization,
+    objective record) and, for the final one, ``pretrained/`` in fm4npp.model.io format (what
+    the downstream adapters load), with the same records."""
     from safetensors.torch import save_file
 
     d = tempfile.mkdtemp(prefix="fm4npp-ckpt-")
@@ -143,10 +89,12 @@ def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra, se
 
         save_pretrained(raw_model, os.path.join(d, PRETRAINED_DIR),
                         extra={"bins_hash": bins_hash, "bins": cfg_dict["bins"], "step": step,
-                               "pretrain_run": cfg_dict["run_name"], **extra_serialize(serialize)})
+                               "pretrain_run": cfg_dict["run_name"], **extra_serialize(serialize),
+                               "objective": objective})
     save_train_state(d, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "step": step, "rng": _rng_state(), "config": cfg_dict,
-                         "bins_hash": bins_hash, **extra_serialize(serialize), **extra})
+                         "bins_hash": bins_hash, **extra_serialize(serialize),
+                         "objective": objective, **extra})
     return d
 
 
@@ -166,9 +114,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     from fm4npp.model.backbone import FM4NPP
     from fm4npp.model.flops import flops_per_token
-    from fm4npp.pretrain.loss import pretrain_loss
 
     cfg = PretrainConfig(**config["pretrain"])
+    objective = build_objective(cfg)
     bins_hash = config["bins_hash"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -189,6 +137,9 @@ def train_loop_per_worker(config: dict) -> None:
     val_events = materialize(ray.train.get_dataset_shard("val"), cfg.val_events)
     if not val_events:
         raise ValueError(f"no validation events in {cfg.data}")
+    from fm4npp.data.pipeline import collate
+
+    objective.check_batch(collate(val_events[:1]))  # fields the data lack: fail now, clearly
 
     mcfg = model_config_for(cfg, val_events[0]["targets"].shape[1])  # the data's k
     raw_model = FM4NPP(mcfg)
@@ -213,6 +164,10 @@ def train_loop_per_worker(config: dict) -> None:
                 raise ValueError(
                     f"checkpoint {ckpt.path} was trained with serialization bins "
                     f"{state['bins_hash']} but {cfg.bins} has hash {bins_hash}; refusing to resume")
+            recorded = state.get("objective")  # None: from before objectives were recorded
+            if recorded is not None and recorded != objective.record():
+                raise ValueError(f"checkpoint {ckpt.path} was trained with objective {recorded} "
+                                 f"but this run's is {objective.record()}; refusing to resume")
             raw_model.load_state_dict(read_safetensors(os.path.join(d, MODEL_FILE)), strict=True)
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -229,7 +184,11 @@ def train_loop_per_worker(config: dict) -> None:
                                   strict=True)
         counters = dict(state["counters"])
     raw_model.to(device)
-    model = (ray.train.torch.prepare_model(raw_model, move_to_device=device) if world > 1
+    # an objective that leaves the kNN head out leaves its weights without gradients: DDP
+    # must be told, or it waits for them forever
+    ddp = {} if objective.uses_knn_head else {
+        "parallel_strategy_kwargs": {"find_unused_parameters": True}}
+    model = (ray.train.torch.prepare_model(raw_model, move_to_device=device, **ddp) if world > 1
              else raw_model)
     model.train()
 
@@ -238,8 +197,11 @@ def train_loop_per_worker(config: dict) -> None:
         return
 
     val_bs = max(cfg.batch_size // world, 1)
-    baseline = evaluate(None, val_events, val_bs, rank, world, device, autocast, trivial=True)
-    window = {"loss": 0.0, "steps": 0, "events": 0, "points": 0, "flops": 0.0}
+    baseline = evaluate(None, objective, val_events, val_bs, rank, world, device, autocast,
+                        baseline=True)
+    parts = [f"train_{name}" for name in objective.metric_names]  # the loss's named parts
+    window = {"loss": 0.0, "steps": 0, "events": 0, "points": 0, "flops": 0.0,
+              **dict.fromkeys(parts, 0.0)}
     t_window = time.perf_counter()
     fault_marker = Path(cfg.storage_path) / cfg.run_name / ".fault_injected"
 
@@ -256,9 +218,8 @@ def train_loop_per_worker(config: dict) -> None:
 
         b = {k: v.to(device) for k, v in source.batch(step).items()}
         with autocast():
-            preds = model(b["coords"], b["energy"], b["mask"])
-        loss = pretrain_loss(preds, b["targets"], b["target_mask"],
-                             b["weight"] if cfg.difficulty_weighting else None)
+            outputs = objective.forward(model, b, step)
+        loss, loss_parts = objective.loss(outputs, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
@@ -267,6 +228,8 @@ def train_loop_per_worker(config: dict) -> None:
 
         lengths = b["mask"].sum(1).tolist()
         window["loss"] += float(loss.detach())
+        for name, value in loss_parts.items():
+            window[f"train_{name}"] += float(value)
         window["steps"] += 1
         window["events"] += len(lengths)
         window["points"] += sum(lengths)
@@ -280,7 +243,7 @@ def train_loop_per_worker(config: dict) -> None:
             continue
 
         keys = list(window)
-        summed = dict(zip(keys, _allreduce_sum([window[k] for k in keys], device)))
+        summed = dict(zip(keys, allreduce_sum([window[k] for k in keys], device)))
         counters["events"] += int(summed["events"])
         counters["spacepoints_D"] += int(summed["points"])
         counters["flops_C"] += summed["flops"]
@@ -292,10 +255,12 @@ def train_loop_per_worker(config: dict) -> None:
             **counters,
             "params_N": n_params,
             "tokens_per_s": summed["points"] / max(time.perf_counter() - t_window, 1e-9),
+            **{p: summed[p] / max(summed["steps"], 1) for p in parts},
         }
         if do_val:  # the constant baseline rides along with each val point, not every log line
-            metrics["val_mse"] = evaluate(model, val_events, val_bs, rank, world, device, autocast)
-            metrics["val_baseline_mse"] = baseline
+            metrics.update(evaluate(model, objective, val_events, val_bs, rank, world, device,
+                                    autocast))
+            metrics.update(baseline)
         if resumed:
             metrics["resumed_at_step"] = start
             resumed = False
@@ -304,7 +269,7 @@ def train_loop_per_worker(config: dict) -> None:
             tmp = _save_checkpoint(raw_model, opt, sched, done, config["pretrain"], bins_hash,
                                    {"metrics": metrics, "counters": dict(counters),
                                     "data_position": source.position()},
-                                   config["serialize"], final=last)
+                                   config["serialize"], objective.record(), final=last)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
         if tmp is not None:

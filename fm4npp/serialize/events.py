@@ -3,6 +3,7 @@
 Serialized event (points in serialized order):
   coords (N, 3) f32 normalised (r, phi, eta); energy (N,) f32 standardised;
   targets (N, k, 3) f32 next-neighbour coords (0 where missing); target_mask (N, k) bool;
+  target_energy (N, k) f32 the same neighbours' standardised energies (0 where missing);
   weight f32 scalar (difficulty weight); event_id int64; order (N,) int64 original hit index;
   track_id (N,) int32; pid_class (N,) int8; noise (N,) bool.
 
@@ -20,7 +21,8 @@ import numpy as np
 from fm4npp.serialize.bins import Bins
 from fm4npp.serialize.config import SerializeConfig
 from fm4npp.serialize.coords import normalised_coords, standardised_energy
-from fm4npp.serialize.knn import gather_targets, mean_neighbor_distance, next_neighbors
+from fm4npp.serialize.knn import (gather_neighbor_values, gather_targets, mean_neighbor_distance,
+                                  next_neighbors)
 from fm4npp.serialize.order import serialize_order
 
 # Counter keys, so callers can rely on them.
@@ -82,11 +84,13 @@ def serialize_event(event: dict, bins: Bins, cfg: SerializeConfig, stats: Counte
     targets, target_mask = gather_targets(coords, idx)
     mean_d, _ = mean_neighbor_distance(sq_dist)
 
+    energy = energy[perm]
     out = {
         "coords": coords,
-        "energy": energy[perm],
+        "energy": energy,
         "targets": targets,
         "target_mask": target_mask,
+        "target_energy": gather_neighbor_values(energy, idx),
         "weight": np.float32(bins.weight_for(mean_d)),
         "event_id": np.int64(event_id),
         "order": perm,
@@ -97,7 +101,8 @@ def serialize_event(event: dict, bins: Bins, cfg: SerializeConfig, stats: Counte
     if crop:
         stats[CROPPED] += 1
         m = cfg.max_points
-        for key in ("coords", "energy", "targets", "target_mask", "order", "track_id", "pid_class", "noise"):
+        for key in ("coords", "energy", "targets", "target_mask", "target_energy", "order", "track_id",
+                    "pid_class", "noise"):
             out[key] = out[key][:m]
     stats[KEPT] += 1
     return out

@@ -97,6 +97,15 @@ def gather_targets(coords: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.
     return targets, mask
 
 
+def gather_neighbor_values(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(N,) per-point values (e.g. energies) and (N, k) neighbour indices -> (N, k) float32 the
+    neighbours' values, 0 where missing (mask: idx >= 0, the same as gather_targets')."""
+    mask = idx >= 0
+    out = np.asarray(values, dtype=np.float32)[np.where(mask, idx, 0)]
+    out[~mask] = 0.0
+    return out
+
+
 def mean_neighbor_distance(sq_dist: np.ndarray) -> tuple[float, float]:
     """An event's difficulty proxy from `next_neighbors`' squared distances: mean and mean
     squared distance over all valid (i, j) pairs; NaN when the event has no valid pair."""
