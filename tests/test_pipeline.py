@@ -92,6 +92,10 @@ def test_collate_pads_and_masks(data_dir, scfg, bins):
     table = pipeline._to_arrow(evs)
     numpy_batch = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     b2 = pipeline.collate(numpy_batch)
+    assert "target_energy" in b2  # the neighbours' energies survive the Ray rows (knn_energy)
+    for i, e in enumerate(evs):
+        np.testing.assert_array_equal(b2["target_energy"][i, :lengths[i]].numpy(),
+                                      e["target_energy"])
     for key in b:
         assert (b[key] == b2[key]).all(), key
 

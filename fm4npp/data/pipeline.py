@@ -98,6 +98,8 @@ def row_to_event(row) -> dict:
         "track_id": np.asarray(row["track_id"], dtype=np.int32),
         "pid_class": np.asarray(row["pid_class"], dtype=np.int8),
         "noise": np.asarray(row["noise"], dtype=bool),
+        **({"target_energy": np.asarray(row["target_energy"], dtype=np.float32).reshape(n, k)}
+           if row.get("target_energy") is not None else {}),
     }
 
 
@@ -112,7 +114,8 @@ def collate(events) -> dict:
     Accepts a list of serialized event dicts, or a Ray numpy batch (dict of columns, ragged
     ones as object arrays). Keys: coords (B,L,3) f32, energy (B,L) f32, mask (B,L) bool,
     targets (B,L,k,3) f32, target_mask (B,L,k) bool, weight (B,) f32, event_id (B,) i64,
-    track_id / pid_class / noise / order (B,L) i64 padded with -1.
+    track_id / pid_class / noise / order (B,L) i64 padded with -1; target_energy (B,L,k) f32
+    when every event carries it.
     """
     import torch
 
@@ -138,9 +141,13 @@ def collate(events) -> dict:
     }
     for key in ("track_id", "pid_class", "noise", "order"):
         out[key] = np.full((b, length), -1, np.int64)
+    padded = ["coords", "energy", "targets", "target_mask", "track_id", "pid_class", "noise", "order"]
+    if all("target_energy" in e for e in events):  # the neighbours' energies (knn_energy)
+        out["target_energy"] = np.zeros((b, length, k), np.float32)
+        padded.append("target_energy")
     for i, (e, n) in enumerate(zip(events, lengths)):
         out["mask"][i, :n] = True
-        for key in ("coords", "energy", "targets", "target_mask", "track_id", "pid_class", "noise", "order"):
+        for key in padded:
             out[key][i, :n] = e[key]
     return {key: torch.from_numpy(v) for key, v in out.items()}
 
@@ -170,6 +177,8 @@ def _to_arrow(events: list[dict]):
         "track_id": lists("track_id", np.int32),
         "pid_class": lists("pid_class", np.int8),
         "noise": lists("noise", np.bool_),
+        **({"target_energy": lists("target_energy", np.float32)}
+           if events and all("target_energy" in e for e in events) else {}),
     })
 
 

@@ -47,6 +47,7 @@ def load_split(cfg: FinetuneConfig, split: str, limit: int = 0, extra: dict | No
     for e in events:
         e.pop("targets", None)
         e.pop("target_mask", None)
+        e.pop("target_energy", None)
     return events
 
 
