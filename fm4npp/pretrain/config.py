@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fm4npp import paths
+from fm4npp.overrides import coerce, parse_pairs
 
 
 @dataclass
@@ -87,18 +88,12 @@ class PretrainConfig:
                 f"unknown pretraining config key(s) {unknown}; valid keys: {self.field_names()}"
             )
         hints = typing.get_type_hints(type(self))
-        typed = {k: _coerce(k, v, hints[k]) for k, v in changes.items()}
+        typed = {k: coerce(k, v, hints[k]) for k, v in changes.items()}
         return dataclasses.replace(self, **typed)
 
     def with_overrides(self, pairs: list[str]) -> "PretrainConfig":
         """Apply ``key=value`` strings (the CLI's ``--set``)."""
-        changes = {}
-        for p in pairs:
-            if "=" not in p:
-                raise ValueError(f"--set expects key=value, got {p!r}")
-            k, v = p.split("=", 1)
-            changes[k.strip()] = v.strip()
-        return self.replace(**changes)
+        return self.replace(**parse_pairs(pairs))
 
     # -- resolution ---------------------------------------------------------------------
     def resolved(self) -> "PretrainConfig":
@@ -168,22 +163,3 @@ class PretrainConfig:
 # Fields added after runs were named by config_hash: left out of the hash at their defaults,
 # so those runs resume under the same derived name.
 _LATER_FIELDS = ("objective", "mask_fraction", "hybrid_weight", "bidirectional")
-
-
-def _coerce(key: str, value, hint):
-    """Strings from the CLI become the field's type; wrong types are refused by name."""
-    if isinstance(value, str) and hint is not str:
-        try:
-            if hint is bool:
-                low = value.lower()
-                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                return low in ("1", "true", "yes", "on")
-            return hint(value)
-        except ValueError:
-            raise ValueError(f"config key {key!r}: cannot read {value!r} as {hint.__name__}")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ValueError(f"config key {key!r}: expected {hint.__name__}, got {value!r}")
-    return value
