@@ -1,7 +1,10 @@
 """The one reader of ``KEY=VALUE`` overrides (``--set`` of every command and study): the pairs,
-and each string turned into the config field's type, refused by name when it cannot be."""
+and each string turned into the config field's type, refused by name when it cannot be; and of
+``MODULE:FUNCTION`` specs (the study's --trainer, pretraining's step_hook)."""
 
 from __future__ import annotations
+
+import importlib
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -38,3 +41,14 @@ def coerce(key: str, value, hint):
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ValueError(f"config key {key!r}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def load_function(spec: str, what: str):
+    """``MODULE:FUNCTION`` -> the function; one clear error (naming ``what``) for anything else."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"{what} expects MODULE:FUNCTION, got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{what} {spec!r}: {exc}") from None

@@ -4,11 +4,15 @@ replaced, metrics read back through MLflow, and refused inputs. Tiny model, ~50 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import make_event_table
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULT = "tests.fault_injection:kill_rank0_once_at_step_4"
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +38,9 @@ def data_dir(tmp_path_factory):
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # PYTHONPATH: the workers import the tests' fault injection (tests/fault_injection.py)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield
     ray.shutdown()
 
@@ -118,14 +124,14 @@ def test_resume_and_killed_worker_match_uninterrupted(shared, data_dir):
     ref, want, tmp, ds = shared["ref"], shared["curve"], shared["tmp"], shared["datasets"]
 
     # a worker SIGKILLs itself at step 4: Ray replaces it, it resumes from the step-3 checkpoint
-    auto = run_pretraining(_cfg(data_dir, tmp, run_name="auto", fault_at_step=4,
+    auto = run_pretraining(_cfg(data_dir, tmp, run_name="auto", step_hook=FAULT,
                                 max_failures=1), datasets=ds)
     assert auto["steps"] == STEPS
     np.testing.assert_allclose(_curve(auto["mlflow_run_id"]), want, rtol=1e-6)
     assert _curve(auto["mlflow_run_id"], "resumed_at_step").tolist() == [3]
 
     # without retries the run fails; starting it again under the same name resumes exactly
-    cfg = _cfg(data_dir, tmp, run_name="again", fault_at_step=4)
+    cfg = _cfg(data_dir, tmp, run_name="again", step_hook=FAULT)
     with pytest.raises(pytest.importorskip("ray.train").TrainingFailedError):  # the killed worker, no retry
         run_pretraining(cfg, datasets=ds)
     again = run_pretraining(cfg, datasets=ds)
@@ -174,7 +180,8 @@ def test_stream_mode_splits_data_and_recovers(shared, data_dir):
         run_pretraining(_cfg(data_dir, shared["tmp"], run_name="s0", data_mode="stream",
                              workers=2), datasets={})
     cfg = _cfg(data_dir, shared["tmp"], run_name="stream", data_mode="stream", workers=2,
-               cpus_per_worker=0.25, steps=4, ckpt_every=2, val_every=4, fault_at_step=3, max_failures=1)
+               cpus_per_worker=0.25, steps=4, ckpt_every=2, val_every=4,
+               step_hook="tests.fault_injection:kill_rank0_once_at_step_3", max_failures=1)
     out = run_pretraining(cfg, datasets=build_datasets(cfg.resolved()))
     assert out["steps"] == 4 and out["events"] == 4 * cfg.batch_size
     assert np.isfinite(out["val_mse"]) and out["D"] > 0

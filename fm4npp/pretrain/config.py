@@ -64,7 +64,9 @@ class PretrainConfig:
     # else <data home>/runs)
     storage_path: str = ""
     experiment: str = "fm4npp-pretrain"  # MLflow experiment
-    fault_at_step: int = 0  # testing only: rank 0 SIGKILLs itself once at this step
+    # MODULE:FUNCTION every worker calls as fn(step=, rank=, cfg=) before each optimizer step:
+    # profiling, or a test's fault injection (tests/fault_injection.py); "" = none
+    step_hook: str = ""
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -150,7 +152,7 @@ class PretrainConfig:
     def config_hash(self) -> str:
         """Hash of what determines the training result (not where it is stored or named)."""
         d = self.to_dict()
-        for k in ("run_name", "storage_path", "experiment", "fault_at_step", "max_failures",
+        for k in ("run_name", "storage_path", "experiment", "step_hook", "max_failures",
                   "log_every", "keep_checkpoints"):
             d.pop(k)
         defaults = PretrainConfig()

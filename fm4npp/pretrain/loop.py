@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from fm4npp.files import read_safetensors
+from fm4npp.overrides import load_function
 from fm4npp.model.schedule import warmup_cosine
 from fm4npp.pretrain.checkpoint import (MODEL_FILE, PRETRAINED_DIR, load_train_state,
                                         save_train_state)
@@ -203,18 +202,11 @@ def train_loop_per_worker(config: dict) -> None:
     window = {"loss": 0.0, "steps": 0, "events": 0, "points": 0, "flops": 0.0,
               **dict.fromkeys(parts, 0.0)}
     t_window = time.perf_counter()
-    fault_marker = Path(cfg.storage_path) / cfg.run_name / ".fault_injected"
+    hook = load_function(cfg.step_hook, "step_hook") if cfg.step_hook else None
 
     for step in range(start, cfg.steps):
-        if cfg.fault_at_step and step == cfg.fault_at_step and rank == 0 \
-                and not fault_marker.exists():
-            # Ray Train registers reports asynchronously: wait until the last checkpoint is
-            # committed, so the test knows which one the replacement must resume from
-            ray.train.get_all_reported_checkpoints(
-                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=300)
-            fault_marker.parent.mkdir(parents=True, exist_ok=True)
-            fault_marker.write_text(str(step))
-            os.kill(os.getpid(), signal.SIGKILL)  # a worker dying mid-run, for the test
+        if hook is not None:
+            hook(step=step, rank=rank, cfg=cfg)
 
         b = {k: v.to(device) for k, v in source.batch(step).items()}
         with autocast():

@@ -7,22 +7,14 @@ different training backend, and how the tests run a study's machinery in seconds
 
 from __future__ import annotations
 
-import importlib
-
+from fm4npp.overrides import load_function
 from fm4npp.study.presets import EXPERIMENT, StudyPreset, trial_key, trial_overrides
 
 DEFAULT_TRAINER = "fm4npp.pretrain.run:run_pretraining"
 
 
 def load_trainer(spec: str):
-    """``MODULE:FUNCTION`` -> the function; a clear error for anything else."""
-    module, sep, name = spec.partition(":")
-    if not sep or not module or not name:
-        raise ValueError(f"--trainer expects MODULE:FUNCTION, got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"--trainer {spec!r}: {exc}") from None
+    return load_function(spec, "--trainer")
 
 
 def train_set_spacepoints(cfg) -> int:
