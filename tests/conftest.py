@@ -83,3 +83,15 @@ def make_event_table(n_events: int, rng: np.random.Generator | int = 0, *, first
 def event_table_factory():
     """``make_event_table`` as a fixture (for tests that prefer fixtures to imports)."""
     return make_event_table
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny model tests run on one thread: the shared 2-core machine is often oversubscribed,
+    and OpenMP with 2 threads then stalls on every small op."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

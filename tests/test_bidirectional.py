@@ -12,12 +12,7 @@ from fm4npp.model.config import ModelConfig
 from fm4npp.model.flops import count_params, flops_per_token
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**kw):

@@ -18,14 +18,7 @@ from fm4npp.model.presets import PAPER_PARAMS, PRESETS, get_preset
 from fm4npp.model.ssd import ssd_chunked, ssd_recurrent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The shared 2-core machine is often oversubscribed; OpenMP with 2 threads then stalls
-    # on every small op. These tests are tiny, one thread is faster and steadier.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ssd_inputs(b, l, h, p, g, n, seed=0):
