@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from fm4npp.serialize.config import SerializeConfig
+
 
 @dataclass
 class ModelConfig:
@@ -16,7 +18,7 @@ class ModelConfig:
     d_conv: int = 4  # causal depthwise conv kernel width
     chunk_size: int = 32  # SSD chunk length of the PyTorch scan (fastest on CPU: benchmarks/model.py)
     fused_chunk_size: int = 256  # chunk length for mamba_ssm's fused kernels on GPU
-    k: int = 10  # next nearest neighbours predicted per point: head outputs 3k
+    k: int = SerializeConfig.k  # neighbours predicted per point (the data's k): head outputs 3k
     n_freq: int = 10  # NeRF frequencies 2^0 ... 2^(n_freq-1)
     coord_dim: int = 3  # (r, phi, eta), normalised to [0, 1]
     norm_eps: float = 1e-5

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from fm4npp.sim import secondaries as sec
+from fm4npp.sim.secondaries import K_BETHE
 from fm4npp.sim.geometry import Material
 
 ME = sec.ME
 
 
-K_BETHE = 0.307075e-3  # GeV cm^2/mol
 
 
 def density_effect(bg: np.ndarray, mat: Material) -> np.ndarray:

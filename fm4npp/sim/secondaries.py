@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+K_BETHE = 0.307075e-3  # GeV cm^2/mol: 4 pi N_A r_e^2 m_e c^2 (PDG), of Bethe and delta rays
+
 ME = 0.51099895e-3  # electron mass [GeV]
 M_MU = 0.1056583755
 M_PI = 0.13957039
@@ -109,8 +111,7 @@ def choose_channels(apdg: np.ndarray, rng) -> list[tuple[np.ndarray, tuple[int, 
 
 def delta_mean_count(beta2, wmax, z2, z_over_a, grammage, t_min):
     """Mean number of delta electrons above t_min: integral of (K/2) z^2 (Z/A) / beta^2 / T^2."""
-    k = 0.307075e-3  # GeV cm^2/mol
-    return np.where(wmax > t_min, 0.5 * k * z2 * z_over_a * grammage / beta2 * (1 / t_min - 1 / np.maximum(wmax, t_min)), 0.0)
+    return np.where(wmax > t_min, 0.5 * K_BETHE * z2 * z_over_a * grammage / beta2 * (1 / t_min - 1 / np.maximum(wmax, t_min)), 0.0)
 
 
 def sample_delta_t(t_min, wmax, beta2, rng):
