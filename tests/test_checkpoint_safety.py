@@ -170,6 +170,8 @@ def test_resolve_backbone_accepts_run_names_and_run_dirs(monkeypatch, tmp_path):
     old = save_pretrained(_tiny_model(), run / "checkpoint_2026-12-01_10-00-00.000000" / "pretrained")
     new = save_pretrained(_tiny_model(), run / "checkpoint_2026-12-02_10-00-00.000000" / "pretrained")
     assert old != new
+    # Ray Train's own file beside the checkpoints sorts after them and is not one
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
     assert resolve_backbone("pretrain-w8-abc") == new
     assert resolve_backbone(run) == new
     assert resolve_backbone(new.parent) == new

@@ -270,7 +270,8 @@ def resolve_backbone(spec: str | Path, storage: str | Path | None = None) -> Pat
     if not path.is_dir():
         raise FileNotFoundError(f"backbone {spec}: no such directory, nor a run of that name in "
                                 f"{paths.storage_root(storage)}")
-    checkpoints = sorted(path.glob("checkpoint_*"))  # Ray Train names them by timestamp
+    # Ray Train names them by timestamp; checkpoint_manager_snapshot.json is its file beside them
+    checkpoints = sorted(p for p in path.glob("checkpoint_*") if p.is_dir())
     if not (path / CONFIG_FILE).is_file() and not is_train_checkpoint(path) and checkpoints:
         path = checkpoints[-1]
     if (path / PRETRAINED_DIR / CONFIG_FILE).is_file():

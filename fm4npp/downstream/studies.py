@@ -42,11 +42,15 @@ class Cell:
 
 
 def parse_backbones(items: list[str]) -> dict[str, str]:
-    """``LABEL=DIR`` strings -> {label: dir} (a bare DIR is labelled by its folder name)."""
+    """``LABEL=BACKBONE`` strings -> {label: model dir} (a bare BACKBONE is labelled by its
+    folder name). BACKBONE is anything ``fm4npp finetune --backbone`` takes: a run name, a run
+    or checkpoint directory, a ``pretrained/`` directory (features.resolve_backbone)."""
+    from fm4npp.downstream.features import resolve_backbone
+
     out = {}
     for it in items:
         label, _, path = it.partition("=") if "=" in it else (it.rstrip("/").split("/")[-1], "=", it)
-        out[label] = path
+        out[label] = str(resolve_backbone(path))
     return out
 
 
