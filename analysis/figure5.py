@@ -96,6 +96,11 @@ def _median_baseline(pts: list[TrialRun]) -> float | None:
     return float(np.median(b)) if b else None
 
 
+def _bar(max_ratio: float) -> str:
+    """What a point must beat to be a scaling point, in words."""
+    return "the constant predictor" if max_ratio == 1.0 else f"{max_ratio:g} x the constant predictor"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -127,8 +132,8 @@ def build_panel(panel: str, pts: list[TrialRun], max_ratio: float = 1.0, n_boot:
         n_bad = int((~out["curve_used"]).sum())
         out["n_worse_points"] = n_bad
         if n_bad:
-            out["notes"].append(f"{n_bad} of {len(rows)} validation points not better than the "
-                                f"constant predictor: omitted from the frontier")
+            out["notes"].append(f"{n_bad} of {len(rows)} validation points not better than "
+                                f"{_bar(max_ratio)}: omitted from the frontier")
         good = np.flatnonzero(out["curve_used"])
         fidx = (good[powerlaw.frontier(out["curve_c"][good], out["curve_y"][good])]
                 if good.size else np.array([], int))
@@ -139,8 +144,8 @@ def build_panel(panel: str, pts: list[TrialRun], max_ratio: float = 1.0, n_boot:
                                                        kind="pure", n_boot=n_boot)
     else:
         if n_worse:
-            out["notes"].append(f"{_plural(n_worse, 'run')} not better than the constant "
-                                f"predictor: omitted from the fit")
+            out["notes"].append(f"{_plural(n_worse, 'run')} not better than {_bar(max_ratio)}: "
+                                f"omitted from the fit")
         ux, uy = xs[used], ys[used]
         out["usable"] = int(np.unique(ux).size)
         if out["usable"] >= MIN_POINTS_FIT:
@@ -250,7 +255,8 @@ def draw_panel(ax, P: dict) -> None:
     p, pts = P["panel"], P["pts"]
     var, xlabel, title = PANELS[p]
     colors = _width_colors(pts)
-    worse_kw = dict(marker="x", color="0.55", s=26, linewidths=1.2, zorder=5, label=WORSE_LABEL)
+    label = WORSE_LABEL if P["max_ratio"] == 1.0 else f"above {P['max_ratio']:g} x baseline (not fitted)"
+    worse_kw = dict(marker="x", color="0.55", s=26, linewidths=1.2, zorder=5, label=label)
     if P["from_curves"]:
         # one validation curve per run, coloured by model width (a width's seeds share it)
         seen = set()
