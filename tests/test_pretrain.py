@@ -42,7 +42,7 @@ def test_overrides_are_typed_and_run_name_is_stable(tmp_path):
 def test_architecture_overrides_reach_the_model(tmp_path):
     from fm4npp.model.backbone import FM4NPP
     from fm4npp.model.presets import get_preset
-    from fm4npp.pretrain.loop import model_config_for
+    from fm4npp.pretrain.model_spec import model_config_for
 
     cfg = PretrainConfig(preset="w16", data=str(tmp_path)).with_overrides(["n_freq=6", "n_layers=2"])
     mcfg = model_config_for(cfg, k=5)

@@ -304,7 +304,7 @@ def _from_train_checkpoint(path: Path):
     from fm4npp.files import read_safetensors
     from fm4npp.pretrain.checkpoint import MODEL_FILE, STATE_JSON, load_train_state
     from fm4npp.pretrain.config import PretrainConfig
-    from fm4npp.pretrain.loop import model_config_for
+    from fm4npp.pretrain.model_spec import model_config_for
 
     if not (path / MODEL_FILE).is_file():
         raise FileNotFoundError(f"backbone {path}: neither config.json nor {STATE_JSON} + "

@@ -32,7 +32,7 @@ from fm4npp.model.schedule import warmup_cosine
 from fm4npp.pretrain.checkpoint import (MODEL_FILE, PRETRAINED_DIR, load_train_state,
                                         save_train_state)
 from fm4npp.pretrain.config import PretrainConfig
-from fm4npp.pretrain.model_spec import model_config_for  # noqa: F401 (its old home: features)
+from fm4npp.pretrain.model_spec import model_config_for
 from fm4npp.pretrain.objectives import build_objective
 from fm4npp.pretrain.sources import MemorySource, StreamSource, materialize
 from fm4npp.pretrain.validation import allreduce_sum, evaluate

@@ -13,10 +13,6 @@ from fm4npp.study.presets import EXPERIMENT, StudyPreset, trial_key, trial_overr
 DEFAULT_TRAINER = "fm4npp.pretrain.run:run_pretraining"
 
 
-def load_trainer(spec: str):
-    return load_function(spec, "--trainer")
-
-
 def train_set_spacepoints(cfg) -> int:
     """Spacepoints in a run's training set: the train split at its data fraction, after the
     serialization point cap. Figure 5(b)'s x: with a fixed step budget the spacepoints a run
@@ -78,7 +74,7 @@ def run_trial(config: dict) -> None:
     tags = {"study": s["name"], "study.kind": s["kind"], "study.preset": s["preset_name"],
             "trial_key": key, "seed": str(seed), "model": point["width"],
             **{f"axis.{k}": str(v) for k, v in point.items()}}
-    train = load_trainer(s["trainer"])
+    train = load_function(s["trainer"], "--trainer")
     callbacks = []
     if s["trainer"] == DEFAULT_TRAINER:
         from ray.tune.integration.ray_train import TuneReportCallback
