@@ -72,8 +72,7 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
 
     storage_dir = storage_root(storage or None)
     storage_dir.mkdir(parents=True, exist_ok=True)
-    uri = runs.tracking_uri()
-    runs.use_tracking_uri(uri)
+    uri = runs.tracking_uri()  # passed to every trial: one database for the whole study
     print(f"[study] {name}: MLflow {uri}  storage {storage_dir / name}", flush=True)
 
     if not ray.is_initialized():
