@@ -9,14 +9,18 @@ from fm4npp.study.presets import KINDS
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "study", help="run or resume a scaling study (Figure 5) on the Ray cluster ray.init() "
-                      "finds", add_help=False)
-    p.add_argument("kind", choices=KINDS)
+        "study", help="run or resume a scaling study (Figure 5) or the objectives study on the Ray "
+                      "cluster ray.init() finds", add_help=False)
+    p.add_argument("kind", choices=KINDS + ("objectives",))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the study's options (KIND --help)")
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
+    if args.kind == "objectives":
+        from fm4npp.study.objectives import main as objectives_main
+
+        return objectives_main(args.rest)
     from fm4npp.study.driver import main
 
     return main(args.kind, args.rest)

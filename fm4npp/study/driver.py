@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from fm4npp.study.presets import (
-    EXPERIMENT, PRESETS, grid_points, max_concurrent, trial_key, with_objectives,
+    EXPERIMENT, PRESETS, StudyPreset, grid_points, max_concurrent, trial_key, with_objectives,
 )
 from fm4npp.overrides import parse_pairs
 from fm4npp.study.trial import DEFAULT_TRAINER, run_trial
@@ -35,25 +35,8 @@ def study_name(kind: str, preset_name: str) -> str:
     return f"{kind}-{preset_name}"
 
 
-def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = "",
-              max_concurrent_trials: int = 0, seeds: tuple[int, ...] | None = None,
-              objectives: tuple[str, ...] = (),
-              trainer: str = DEFAULT_TRAINER, overrides: dict | None = None) -> dict:
-    """Run (or resume) one study on the Ray cluster `ray.init()` connects to.
-
-    Returns {"name", "path", "parent_run_id", "trials": [{key, status, val_mse, ...}]}.
-    """
-    import ray
-    from ray import tune
-
-    from fm4npp import runs
-
-    if preset_name not in PRESETS:
-        raise KeyError(f"unknown study preset {preset_name!r}; one of {sorted(PRESETS)}")
-    preset = PRESETS[preset_name]
-    if seeds:
-        preset = dataclasses.replace(preset, seeds=tuple(seeds))
-    name = name or study_name(kind, preset_name)
+def resolve_data(data: str) -> Path:
+    """The study's data set: ``data``, else the default data set (simulated on first use)."""
     if not data:
         from fm4npp.pretrain.default_data import ensure_default_dataset
 
@@ -68,6 +51,37 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
     if not (data_dir / "bins.json").is_file():
         raise FileNotFoundError(f"{data_dir / 'bins.json'}: no serialization bins; fit them with "
                                 f"`fm4npp serialize fit {data_dir} --out {data_dir / 'bins.json'}`")
+    return data_dir
+
+
+def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = "",
+              max_concurrent_trials: int = 0, seeds: tuple[int, ...] | None = None,
+              objectives: tuple[str, ...] = (),
+              trainer: str = DEFAULT_TRAINER, overrides: dict | None = None) -> dict:
+    """Run (or resume) one scaling study on the Ray cluster `ray.init()` connects to.
+
+    Returns {"name", "path", "parent_run_id", "trials": [{key, status, val_mse, ...}]}.
+    """
+    if preset_name not in PRESETS:
+        raise KeyError(f"unknown study preset {preset_name!r}; one of {sorted(PRESETS)}")
+    preset = PRESETS[preset_name]
+    if seeds:
+        preset = dataclasses.replace(preset, seeds=tuple(seeds))
+    points = with_objectives(grid_points(kind, preset), objectives)
+    return run_grid(name or study_name(kind, preset_name), kind, preset_name, preset, points,
+                    resolve_data(data), storage, max_concurrent_trials, trainer, overrides)
+
+
+def run_grid(name: str, kind: str, preset_name: str, preset: StudyPreset, points: list[dict],
+             data_dir: Path, storage: str, max_concurrent_trials: int = 0,
+             trainer: str = DEFAULT_TRAINER, overrides: dict | None = None) -> dict:
+    """A Ray Tune grid of pretraining trials (``points`` x the preset's seeds) under one MLflow
+    parent run ``name``; resumes the Tune experiment ``<storage>/<name>`` if it exists."""
+    import ray
+    from ray import tune
+
+    from fm4npp import runs
+
     from fm4npp.paths import storage_root
 
     storage_dir = storage_root(storage or None)
@@ -77,7 +91,6 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
 
     if not ray.is_initialized():
         ray.init()  # bare: joins RAY_ADDRESS / the job's cluster; never num_cpus here
-    points = with_objectives(grid_points(kind, preset), objectives)
     resources = ray.cluster_resources()
     conc = max_concurrent_trials or max_concurrent(preset, points, resources)
     print(f"[study] {len(points)} grid cells x {len(preset.seeds)} seeds; cluster "
@@ -139,7 +152,7 @@ def run_study(kind: str, preset_name: str, data: str, storage: str, name: str = 
     print(f"[study] {name}: {len(trials) - len(failed)}/{len(trials)} trials finished; "
           f"view with: {runs.ui_command()}", flush=True)
     return {"name": name, "path": str(path), "parent_run_id": parent_id, "trials": trials,
-            "failed": failed}
+            "failed": failed, "train_storage": study_consts["train_storage"]}
 
 
 def main(kind: str, argv: list[str] | None = None) -> int:

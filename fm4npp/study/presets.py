@@ -12,6 +12,8 @@ EXPERIMENT = "fm4npp-scaling"
 KINDS = ("model_scaling", "data_scaling", "compute_scaling")
 PAPER_FRACTIONS = (0.01, 0.024, 0.116, 0.2, 0.476, 1.0)  # data scaling, Figure 5(b)
 PAPER_BUDGETS = (0.25, 0.5, 1.0)  # compute scaling, Figure 5(c)
+# grid-point keys that are PretrainConfig fields as they stand (the objectives study's axes)
+POINT_CONFIG_FIELDS = ("objective", "mask_fraction", "bidirectional")
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,10 @@ def trial_key(point: dict, seed: int, preset: StudyPreset) -> str:
     key = f"{point['width']}-d{100 * point.get('fraction', 1.0):g}-s{trial_steps(point, preset)}"
     if "objective" in point:  # an objective axis (--objectives): one more part of the name
         key += f"-{point['objective']}"
+    if "mask_fraction" in point:  # e.g. -m60: 60 % of the points hidden
+        key += f"-m{100 * point['mask_fraction']:g}"
+    if point.get("bidirectional"):
+        key += "-bi"
     return key if int(seed) == 0 else f"{key}-seed{int(seed)}"
 
 
@@ -123,7 +129,7 @@ def trial_overrides(point: dict, seed: int, preset: StudyPreset) -> dict:
         "workers": preset.workers_for(width),
         "use_gpu": preset.use_gpu,
         "cpus_per_worker": preset.cpus_per_worker,
-        **({"objective": point["objective"]} if "objective" in point else {}),
+        **{k: point[k] for k in POINT_CONFIG_FIELDS if k in point},
     }
 
 
