@@ -11,12 +11,9 @@ reads off the label-saving factor.
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fm4npp.downstream.config import FinetuneConfig  # noqa: E402
-from fm4npp.downstream.studies import EXPERIMENT, Cell, parse_backbones, run_cells  # noqa: E402
+from fm4npp.downstream.config import FinetuneConfig
+from fm4npp.downstream.studies import EXPERIMENT, Cell, parse_backbones, run_cells
 
 
 def main(argv=None) -> int:

@@ -10,12 +10,9 @@ scored on the same test events; rerunning resumes. Draw with analysis/downstream
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fm4npp.downstream.config import FinetuneConfig  # noqa: E402
-from fm4npp.downstream.studies import EXPERIMENT, Cell, parse_backbones, run_cells  # noqa: E402
+from fm4npp.downstream.config import FinetuneConfig
+from fm4npp.downstream.studies import EXPERIMENT, Cell, parse_backbones, run_cells
 
 
 def main(argv=None) -> int:

@@ -337,3 +337,24 @@ def test_masked_bidirectional_run_on_two_ray_workers(tmp_path, monkeypatch):
     assert run.data.tags["objective"] == "masked" and run.data.tags["bidirectional"] == "true"
     assert run.data.tags["fm4npp.pretraining_claim"] == "true"
     assert {"train_masked_coord", "train_masked_energy", "val_mse", "val_baseline_mse"} <= set(run.data.metrics)
+
+
+def test_init_from_another_objectives_model_is_refused_by_name(tmp_path):
+    """Continued pretraining loads weights strictly: a knn checkpoint has no masked-point head
+    or mask token, so starting a masked run from it is refused with both objectives named."""
+    from safetensors.torch import save_file
+
+    from fm4npp.pretrain.checkpoint import MODEL_FILE
+    from fm4npp.pretrain.loop import _load_init_weights
+
+    knn_cfg = PretrainConfig(preset="w8", objective="knn")
+    masked_cfg = PretrainConfig(preset="w8", objective="masked")
+    knn_model = FM4NPP(model_config_for(knn_cfg, k=3))
+    save_file({k: v.contiguous() for k, v in knn_model.state_dict().items()}, str(tmp_path / MODEL_FILE))
+    again = FM4NPP(model_config_for(knn_cfg, k=3))
+    _load_init_weights(again, str(tmp_path), {"name": "knn"}, {"name": "knn"})
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                  knn_model.state_dict().values()))
+    with pytest.raises(ValueError, match=r"objective \{'name': 'knn'\}.*objective \{'name': 'masked'\}.*missing"):
+        _load_init_weights(FM4NPP(model_config_for(masked_cfg, k=3)), str(tmp_path),
+                           {"name": "knn"}, {"name": "masked"})

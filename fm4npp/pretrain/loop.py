@@ -179,8 +179,7 @@ def train_loop_per_worker(config: dict) -> None:
         if state["bins_hash"] != bins_hash:
             raise ValueError(f"init_from {cfg.init_from} was trained with serialization bins "
                              f"{state['bins_hash']} but {cfg.bins} has hash {bins_hash}")
-        raw_model.load_state_dict(read_safetensors(os.path.join(cfg.init_from, MODEL_FILE)),
-                                  strict=True)
+        _load_init_weights(raw_model, cfg.init_from, state.get("objective"), objective.record())
         counters = dict(state["counters"])
     raw_model.to(device)
     # an objective that leaves the kNN head out leaves its weights without gradients: DDP
@@ -268,3 +267,19 @@ def train_loop_per_worker(config: dict) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         window = dict.fromkeys(window, 0)
         t_window = time.perf_counter()
+
+
+def _load_init_weights(model, path: str, recorded, wanted) -> None:
+    """``init_from``'s weights into ``model``. Another objective's heads or mask token, or the
+    other backbone direction, make a different architecture: refused by name, not by torch's
+    list of state-dict keys."""
+    weights = read_safetensors(os.path.join(path, MODEL_FILE))
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    shapes = sorted(k for k in set(own) & set(weights) if tuple(own[k].shape) != tuple(weights[k].shape))
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"init_from {path} (objective {recorded}) does not fit this run's model (objective "
+            f"{wanted}): weights missing {missing[:4]}, unexpected {unexpected[:4]}, of another "
+            f"shape {shapes[:4]}; continue with the objective and backbone it was trained with")
+    model.load_state_dict(weights, strict=True)

@@ -143,7 +143,7 @@ def run(preset_name: str, data: str = "", storage: str = "", name: str = "", out
 
     from fm4npp import runs
     from fm4npp.downstream.config import FinetuneConfig
-    from fm4npp.downstream.studies import EXPERIMENT, run_cells
+    from fm4npp.downstream.studies import EXPERIMENT, parse_backbones, run_cells
     from fm4npp.study.driver import resolve_data, run_grid
     from fm4npp.study.objectives_table import objectives_table, write_table
     from fm4npp.study.presets import trial_key
@@ -167,8 +167,8 @@ def run(preset_name: str, data: str = "", storage: str = "", name: str = "", out
     pre = run_grid(name, KIND, preset_name, sp, points, data_dir, storage)
     if pre["failed"]:
         raise RuntimeError(f"pretraining trials failed: {pre['failed']}; rerun to resume")
-    backbones = {trial_key(p, 0, sp): str(Path(pre["train_storage"]) / trial_key(p, 0, sp))
-                 for p in points}
+    backbones = parse_backbones([f"{trial_key(p, 0, sp)}={Path(pre['train_storage']) / trial_key(p, 0, sp)}"
+                                 for p in points])  # each run dir's latest checkpoint
     base = FinetuneConfig.from_dict({**FinetuneConfig(source="raw").to_dict(), "data": str(data_dir),
                                      "preset": preset.width, "storage": storage,
                                      **{k: v for k, v in preset.finetune.items()
