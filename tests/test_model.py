@@ -184,6 +184,14 @@ def test_model_info_cli(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == count_params(PRESETS["m2"]) and info["flops_per_token"] > 6 * info["params"]
     assert main(["model", "info", "--preset", "nope"]) != 0
+    # the bidirectional backbone: the count of a real model with a second mixer per block
+    assert main(["model", "info", "--preset", "w16", "--bidirectional"]) == 0
+    bi = json.loads(capsys.readouterr().out)
+    assert bi["bidirectional"] and bi["params"] == sum(
+        p.numel() for p in FM4NPP(get_preset("w16", bidirectional=True)).parameters())
+    assert main(["model", "info", "--preset", "w16"]) == 0
+    uni = json.loads(capsys.readouterr().out)
+    assert 1.8 < bi["flops_per_token"] / uni["flops_per_token"] < 2.0  # the embedding is shared
 
 
 @pytest.mark.gpu
