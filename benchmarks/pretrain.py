@@ -1,7 +1,9 @@
 """Pretraining benchmark: does a width-32 model learn, and how fast do 1 and 2 workers go?
 
 1. 2,000 simulated events (``fm4npp.sim``; cached under /tmp) with fitted serialization bins.
-2. Short runs with 1 and 2 Ray Train workers at the same global batch: training tokens/s.
+2. Short runs with 1 and 2 Ray Train workers at the same global batch: training tokens/s,
+   each worker's torch threads, and the time of the gradient all-reduce 2 workers add to
+   every step (gloo, measured apart between two processes at the model's parameter count).
 3. A w32 run on one worker with as many steps as fit a training budget at the speed just
    measured (8 min; 2.5 with --quick): validation MSE at the end against the trivial baseline
    (every neighbour predicted at the point's own coordinates), and the wall time (< 10 min).
@@ -57,6 +59,44 @@ def tokens_per_s(run_id: str) -> float:
     return float(np.median(vals[1:] if len(vals) > 1 else vals))
 
 
+def _allreduce_worker(rank: int, n: int, reps: int, port: int, out) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # as a Ray Train worker with 0.5 CPU runs
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    buf = torch.randn(n)
+    dist.all_reduce(buf)  # warm-up: connection set-up
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dist.all_reduce(buf)
+    if rank == 0:
+        out.put((time.perf_counter() - t0) / reps)
+    dist.destroy_process_group()
+
+
+def allreduce_seconds(n_params: int, reps: int = 50) -> float:
+    """Wall time of one gloo all-reduce of ``n_params`` float32 between two local processes:
+    what DDP adds to every 2-worker step (one gradient bucket at these sizes)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_allreduce_worker, args=(r, n_params, reps, port, q)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    t = q.get(timeout=300)
+    for p in procs:
+        p.join(timeout=60)
+    return float(t)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -84,15 +124,18 @@ def main() -> int:
         datasets = build_datasets(base.resolved())
         prep_s = time.perf_counter() - t0
         n_train, n_val = datasets["train"].count(), datasets["val"].count()
-        speed, step_s = {}, None
+        speed, threads, step_s, steps_s = {}, {}, None, {}
         for w in (1, 2):
             t0 = time.perf_counter()
             r = run_pretraining(base.replace(workers=w, steps=60, warmup=5, val_every=60,
                                              ckpt_every=60, val_events=16, run_name=f"speed-{w}"),
                                 datasets=datasets)
             speed[w] = tokens_per_s(r["mlflow_run_id"])
+            hist = runs.metric_history(r["mlflow_run_id"], "torch_threads")
+            threads[w] = int(hist[-1][1]) if hist else None
+            steps_s[w] = r["D"] / r["steps"] / speed[w]  # seconds per global step
             if w == 1:
-                step_s = r["D"] / r["steps"] / speed[1]  # seconds per step, 1 worker
+                step_s = steps_s[1]
         # as many steps as fit the budget on this machine now (the cosine needs them upfront)
         steps = int(min(3000, max(200, budget_s / step_s)))
         t0 = time.perf_counter()
@@ -102,6 +145,7 @@ def main() -> int:
         learn_s = time.perf_counter() - t0
     finally:
         ray.shutdown()
+    allreduce_s = allreduce_seconds(learn["N"])
     out = {
         "benchmark": "pretrain",
         "quick": args.quick,
@@ -123,6 +167,14 @@ def main() -> int:
         "tokens_per_s_1_worker": speed[1],
         "tokens_per_s_2_workers": speed[2],
         "speedup_2_over_1": speed[2] / speed[1],
+        # why 2 workers are not 2x: each worker's torch threads (Ray sets OMP_NUM_THREADS from
+        # its CPU share) and the gradient all-reduce DDP adds to every step
+        "torch_threads_per_worker": threads,
+        "step_s_1_worker": steps_s[1],
+        "step_s_2_workers": steps_s[2],
+        "allreduce_bytes": 4 * learn["N"],
+        "allreduce_s": allreduce_s,
+        "allreduce_share_of_2_worker_step": allreduce_s / steps_s[2],
         "load_avg_1min": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),
         "mlflow": runs.tracking_uri(),

@@ -245,6 +245,7 @@ def train_loop_per_worker(config: dict) -> None:
             "grad_norm": grad_norm,  # before clipping, after DDP's all-reduce
             **counters,
             "params_N": n_params,
+            "torch_threads": torch.get_num_threads(),  # Ray sets OMP_NUM_THREADS from the worker's CPUs
             "tokens_per_s": summed["points"] / max(time.perf_counter() - t_window, 1e-9),
             **{p: summed[p] / max(summed["steps"], 1) for p in parts},
         }
