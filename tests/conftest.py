@@ -40,7 +40,7 @@ def make_event_table(n_events: int, rng: np.random.Generator | int = 0, *, first
     """An EVENT_SCHEMA pyarrow Table with ``n_events`` valid, non-empty events."""
     import pyarrow as pa
 
-    from fm4npp.data.schema import EVENT_SCHEMA, NOISE_P_MAX, pid_class_of
+    from fm4npp.data.schema import EVENT_SCHEMA, NOISE_P_MAX, SUBSYSTEM_IDS, pid_class_of
 
     rng = np.random.default_rng(rng)
     rows = {name: [] for name in EVENT_SCHEMA.names}
@@ -67,6 +67,9 @@ def make_event_table(n_events: int, rng: np.random.Generator | int = 0, *, first
             hits["hit_pid_class"].append(pid_class_of(np.full(n_layers, pdg[t])))
             p = np.sqrt(px[t] ** 2 + py[t] ** 2 + pz[t] ** 2)
             hits["hit_noise"].append(np.full(n_layers, p < NOISE_P_MAX))
+            hits["hit_subsystem"].append(np.full(n_layers, SUBSYSTEM_IDS["tpc"]))
+            hits["hit_sigma_rphi"].append(np.full(n_layers, 0.015))  # cm, TPC-like
+            hits["hit_sigma_z"].append(np.full(n_layers, 0.05))
             tracks.append({
                 "track_id": int(track_ids[t]), "pdg": int(pdg[t]), "charge": int(np.sign(pdg[t])) or 1,
                 "px": px[t], "py": py[t], "pz": pz[t], "vx": 0.0, "vy": 0.0, "vz": vz[t],

@@ -21,7 +21,8 @@ def _track(tid, pdg, charge, pt, eta, nhits, primary=True, energy=None, noise=Fa
     hits = {"hit_x": r.tolist(), "hit_y": [0.0] * nhits, "hit_z": (r * np.sinh(eta)).tolist(),
             "hit_energy": (energy if energy is not None else [100.0] * nhits),
             "hit_track_id": [tid] * nhits, "hit_pdg": [pdg] * nhits,
-            "hit_pid_class": [1 if abs(pdg) == 211 else 0] * nhits, "hit_noise": [noise] * nhits}
+            "hit_pid_class": [1 if abs(pdg) == 211 else 0] * nhits, "hit_noise": [noise] * nhits,
+            "hit_subsystem": [0] * nhits, "hit_sigma_rphi": [0.015] * nhits, "hit_sigma_z": [0.05] * nhits}
     track = {"track_id": tid, "pdg": pdg, "charge": charge, "px": pt, "py": 0.0, "pz": pt * np.sinh(eta),
              "vx": 0.0, "vy": 0.0, "vz": 0.0, "parent_id": -1 if primary else 1, "is_primary": primary}
     return track, hits
@@ -72,7 +73,12 @@ def test_report_cli_writes_figures_and_json(tmp_path, capsys):
     assert report["numbers"]["n_events"] == 30
     assert "2.39" in report["expectations"]["dnch_deta_eta05"]
     assert set(report["figures"]) >= {"hits_tracks_per_event.png", "hit_r_z_phi.png", "dedx_vs_p.png",
-                                      "class_fractions.png", "hits_per_track_vs_pt.png", "event_display.png"}
+                                      "class_fractions.png", "hits_per_track_vs_pt.png", "event_display.png",
+                                      "subsystems.png"}
+    # the synthetic events are TPC only, one hit per layer at conftest's 48 radii
+    tpc = report["numbers"]["subsystems"]["tpc"]
+    assert list(report["numbers"]["subsystems"]) == ["tpc"] and len(tpc["layers"]["r_cm"]) == 48
+    assert sum(tpc["layers"]["hits"]) == tpc["hits"] and tpc["hits_per_event"] * 30 == tpc["hits"]
     for name in report["figures"]:
         assert (figdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "dnch_deta_eta05" in capsys.readouterr().out

@@ -232,7 +232,7 @@ def test_files_describe_themselves_and_declare_no_nullable_field(good):
 
     schema = pq.read_schema(good / BAD)
     meta = schema.metadata
-    assert meta[b"fm4npp.schema_version"] == b"2"
+    assert meta[b"fm4npp.schema_version"] == b"3"
     units = json.loads(meta[b"fm4npp.units"])
     assert units["hit_x"] == units["tracks.vz"] == "cm" and units["tracks.px"] == "GeV/c"
     assert "ADC" in units["hit_energy"]
@@ -246,7 +246,7 @@ def test_files_describe_themselves_and_declare_no_nullable_field(good):
             yield from fields(f.type)
 
     every = [f for top in schema for f in [top, *fields(top.type)]]
-    assert len(every) == 1 + 8 * 2 + 2 + 11  # event_id, hit lists + items, tracks + item + fields
+    assert len(every) == 1 + 11 * 2 + 2 + 11  # event_id, hit lists + items, tracks + item + fields
     assert not [f.name for f in every if f.nullable]
     assert schema.equals(EVENT_SCHEMA) and schema.metadata == EVENT_SCHEMA.metadata
 
@@ -328,3 +328,26 @@ def test_the_one_manifest_reader_names_the_file(tmp_path):
         assert exc.value.hint == "do this" and exc.value.file == str(path)
     path.write_text('{"files": {}}')
     assert read_manifest(tmp_path) == {"files": {}}
+
+
+def test_schema_version_2_data_sets_read_without_the_subsystem_columns(tmp_path):
+    """Version 2 had no hit_subsystem / hit_sigma_* columns: it validates, reads, and reports
+    every hit as a TPC hit."""
+    from fm4npp.data.report import make_report
+    from fm4npp.data.schema import SCHEMA_VERSION_KEY, V3_COLUMNS
+    from fm4npp.data.shards import write_manifest
+
+    d = tmp_path / "v2"
+    d.mkdir()
+    files = {}
+    for i, t in enumerate(_tables()):
+        t = t.drop_columns(list(V3_COLUMNS))
+        t = t.replace_schema_metadata({**t.schema.metadata, SCHEMA_VERSION_KEY: b"2"})
+        name = f"events-{i:05d}.parquet"
+        pq.write_table(t, d / name)
+        files[name] = {"sha256": sha256_file(d / name), "events": t.num_rows}
+    write_manifest(d, {"schema_version": 2, "files": files})
+    assert validate_dataset(d) == []
+    assert "hit_subsystem" not in next(iter(read_events(d)))
+    numbers = make_report(d, tmp_path / "fig")["numbers"]["subsystems"]
+    assert list(numbers) == ["tpc"] and numbers["tpc"]["hits"] > 0

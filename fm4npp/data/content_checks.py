@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fm4npp.data.errors import Problem
-from fm4npp.data.schema import HIT_COLUMNS, N_PID_CLASSES, TRACK_TYPE, pid_class_of
+from fm4npp.data.schema import HIT_COLUMNS, N_PID_CLASSES, SUBSYSTEMS, TRACK_TYPE, pid_class_of
 
 
 FINITE_HIT_COLUMNS = ("hit_x", "hit_y", "hit_z", "hit_energy")
@@ -55,6 +55,7 @@ def table_problems(
     """Every content problem in ``table`` (rows ``row0``.. of ``file``); checks only columns present.
 
     Checks: nulls, equal hit-list lengths per row, finite coordinates/energies (energy >= 0),
+    subsystem ids among SUBSYSTEMS, resolutions > 0 (+inf: not measured, NaN: unknown),
     pid_class in 0..4 and consistent with hit_pdg where that is known (!= 0), hit track ids
     present among the row's tracks, unique track ids, finite track kinematics, event ids
     unique, and (``empty="error"``) events without hits.
@@ -124,6 +125,16 @@ def _table_problems(table: pa.Table, file: str, row0: int, empty: str) -> list[P
             if c == "hit_energy":
                 problems += _row_problems(v < 0, parents, offsets, file, row0, c,
                                           "negative energies", event_ids, v)
+    if "hit_subsystem" in flat:
+        v = values_np("hit_subsystem").astype(np.int64)
+        parents, offsets, _ = flat["hit_subsystem"]
+        problems += _row_problems(~np.isin(v, list(SUBSYSTEMS)), parents, offsets, file, row0, "hit_subsystem",
+                                  f"subsystem ids not in {SUBSYSTEMS}", event_ids, v)
+    for c in ("hit_sigma_rphi", "hit_sigma_z"):
+        if c in flat:
+            v = values_np(c).astype(np.float64)
+            parents, offsets, _ = flat[c]
+            problems += _row_problems(v <= 0, parents, offsets, file, row0, c, "resolutions <= 0", event_ids, v)
     if "hit_pid_class" in flat:
         v = values_np("hit_pid_class").astype(np.int64)
         parents, offsets, _ = flat["hit_pid_class"]

@@ -19,14 +19,16 @@ import pyarrow.compute as pc
 
 from fm4npp.data import shards
 from fm4npp.data.errors import DataError, Problem
-from fm4npp.data.schema import EVENT_SCHEMA, N_PID_CLASSES, SCHEMA_VERSION, TRACK_TYPE
+from fm4npp.data.schema import EVENT_SCHEMA, N_PID_CLASSES, SCHEMA_VERSION, SUBSYSTEM_IDS, TRACK_TYPE
 
 LABEL_FILES = {"track_ids": "hit_track_id", "pid_labels": "hit_pid_class", "noise_tags": "hit_noise"}
 TPCPP_NOTE = (
     "imported from the TPCpp-10M npz layout: hit_pdg, track pdg/charge/momentum/vertex are "
     "unknown and written as 0, parent_id as -1, is_primary as False; tracks are the distinct "
-    "hit_track_id values of each event"
+    "hit_track_id values of each event; every hit is a TPC hit (hit_subsystem tpc) of unknown "
+    "resolution (hit_sigma_rphi/hit_sigma_z NaN)"
 )
+TPCPP_SUBSYSTEM = "tpc"  # TPCpp-10M holds sPHENIX TPC spacepoints only
 
 
 # ---------------------------------------------------------------------------- writing
@@ -179,7 +181,10 @@ def _split_tables(split: dict[str, np.ndarray], events_per_shard: int, first_eve
         ev_of_hit = np.repeat(np.arange(len(evs)), size[evs])
         hits = {c: split[c][idx] for c in ("hit_x", "hit_y", "hit_z", "hit_energy", "hit_track_id",
                                            "hit_pid_class", "hit_noise")}
-        hits["hit_pdg"] = np.zeros(len(hits["hit_x"]), dtype=np.int32)
+        n_hits = len(hits["hit_x"])
+        hits["hit_pdg"] = np.zeros(n_hits, dtype=np.int32)
+        hits["hit_subsystem"] = np.full(n_hits, SUBSYSTEM_IDS[TPCPP_SUBSYSTEM], dtype=np.int8)
+        hits["hit_sigma_rphi"] = hits["hit_sigma_z"] = np.full(n_hits, np.nan, dtype=np.float32)
         # One track per distinct (event, track id); lexsort gives them sorted within each event.
         pairs = np.unique(np.stack([ev_of_hit, hits["hit_track_id"].astype(np.int64)], axis=1), axis=0)
         ntr = np.bincount(pairs[:, 0], minlength=len(evs)) if len(pairs) else np.zeros(len(evs), int)

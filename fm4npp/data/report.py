@@ -3,8 +3,11 @@
 Figures (PNG): hits and tracks per event; hit r (48 layer spikes), z (|z| < 102.3 cm, the
 central membrane gap) and phi (12 sector gaps); primary charged eta and pT; dE/dx
 (truncated mean of the lowest 70 % of cluster charges) vs p by species; PID class and noise
-fractions; hits per track vs pT; an x-y and r-z event display coloured by track.
-Numbers: :func:`fm4npp.data.stats.summary_from`, with :data:`fm4npp.data.stats.EXPECTATIONS`.
+fractions; hits per track vs pT; an x-y and r-z event display coloured by track; per
+subsystem (``hit_subsystem``; files before schema version 3 are TPC only): hits per layer and
+the PID-class and noise mix.
+Numbers: :func:`fm4npp.data.stats.summary_from`, with :data:`fm4npp.data.stats.EXPECTATIONS`,
+and ``subsystems`` (:func:`subsystem_numbers`).
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from fm4npp.data.errors import DataError, Problem
-from fm4npp.data.io import read_events
-from fm4npp.data.schema import PID_CLASSES
+from fm4npp.data.dataset_files import shard_paths
+from fm4npp.data.io import iter_tables, read_events
+from fm4npp.data.schema import PID_CLASSES, PRE_V3_SUBSYSTEM, SUBSYSTEM_IDS, SUBSYSTEMS
 from fm4npp.data.stats import EXPECTATIONS, Collected, collect, generated_per_written, summary_from
 
 SPECIES = {"pi": (211, "tab:blue"), "K": (321, "tab:green"), "p": (2212, "tab:red"), "e": (11, "tab:orange")}
 Z_MAX_CM = 102.325
 DEDX_MIN_HITS = 15
 DEDX_MAX_ABS_ETA = 1.0
+LAYER_GAP_CM = 0.01  # hits of one layer share its radius up to float32 jitter (~1e-5 cm); layers are > 0.3 cm apart
 
 
 def _plt():
@@ -199,6 +204,76 @@ def _event_display(path, row: int, out: Path, figures: list[str]) -> None:
     _save(fig, out, "event_display.png", figures)
 
 
+def _subsystem_hits(path_or_dir, max_events: int | None) -> tuple[int, dict]:
+    """(events read, flat per-hit arrays r, subsystem, pid_class, noise) of the first
+    ``max_events`` events; a file without ``hit_subsystem`` (schema < 3) is all TPC."""
+    import pyarrow.parquet as pq
+
+    parts, n = [], 0
+    for path in shard_paths(path_or_dir):
+        has = "hit_subsystem" in pq.read_schema(path).names
+        cols = ["hit_x", "hit_y", "hit_pid_class", "hit_noise"] + (["hit_subsystem"] if has else [])
+        for _, _, table in iter_tables(path, cols, check=False, empty="keep"):
+            if max_events is not None:
+                table = table.slice(0, max_events - n)
+            n += table.num_rows
+            f = {c: table.column(c).combine_chunks().flatten().to_numpy(zero_copy_only=False) for c in cols}
+            if not has:
+                f["hit_subsystem"] = np.full(len(f["hit_x"]), SUBSYSTEM_IDS[PRE_V3_SUBSYSTEM], np.int8)
+            parts.append({"r": np.hypot(f["hit_x"].astype(np.float64), f["hit_y"].astype(np.float64)),
+                          "subsystem": f["hit_subsystem"], "pid_class": f["hit_pid_class"],
+                          "noise": f["hit_noise"].astype(bool)})
+            if max_events is not None and n >= max_events:
+                break
+        if max_events is not None and n >= max_events:
+            break
+    keys = ("r", "subsystem", "pid_class", "noise")
+    return n, {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in keys}
+
+
+def subsystem_numbers(n_events: int, h: dict) -> dict:
+    """Per subsystem name: hits, hits per event, hits per layer (by layer radius), the PID-class
+    fractions and the noise fraction of its hits."""
+    out = {}
+    for sid in np.unique(h["subsystem"]).astype(int).tolist():
+        sel = h["subsystem"] == sid
+        r = np.sort(h["r"][sel])
+        layer = np.concatenate([[0], np.cumsum(np.diff(r) > LAYER_GAP_CM)])
+        per_layer = np.bincount(layer)
+        radii = np.bincount(layer, weights=r) / per_layer
+        cls = h["pid_class"][sel]
+        out[SUBSYSTEMS.get(sid, str(sid))] = {
+            "hits": int(sel.sum()),
+            "hits_per_event": float(sel.sum() / max(n_events, 1)),
+            "layers": {"r_cm": [round(float(r), 3) for r in radii], "hits": per_layer.astype(int).tolist()},
+            "pid_class_hit_fractions": {name: float(np.mean(cls == k)) for k, name in PID_CLASSES.items()},
+            "noise_hit_fraction": float(h["noise"][sel].mean()),
+        }
+    return out
+
+
+def _subsystems(numbers: dict, n_events: int, out: Path, figures: list[str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
+    for name, d in numbers.items():
+        ax[0].plot(d["layers"]["r_cm"], np.asarray(d["layers"]["hits"]) / max(n_events, 1), "o-", ms=3,
+                   label=f"{name} ({len(d['layers']['r_cm'])} layers)")
+    ax[0].set(xlabel="layer radius [cm]", ylabel="hits per layer per event", yscale="log",
+              title="hits per layer, by subsystem")
+    ax[0].legend(fontsize=8)
+    names = list(numbers)
+    bottom = np.zeros(len(names))
+    for k, cls in PID_CLASSES.items():
+        f = np.array([numbers[n]["pid_class_hit_fractions"][cls] for n in names])
+        ax[1].bar(names, f, bottom=bottom, label=cls)
+        bottom += f
+    for i, n in enumerate(names):
+        ax[1].text(i, 1.01, f"noise {numbers[n]['noise_hit_fraction']:.3f}", ha="center", fontsize=8)
+    ax[1].set(ylabel="fraction of the subsystem's hits", ylim=(0, 1.1), title="PID class mix per subsystem")
+    ax[1].legend(fontsize=8, loc="lower right")
+    _save(fig, out, "subsystems.png", figures)
+
+
 def make_report(path_or_dir: str | Path, out: str | Path, *, max_events: int | None = None,
                 display_event: int = 0) -> dict:
     """Draw the report figures into ``out`` and write ``out/report.json``; returns its content."""
@@ -216,6 +291,8 @@ def make_report(path_or_dir: str | Path, out: str | Path, *, max_events: int | N
     _hits_per_track(c, out, figures)
     _event_display(path_or_dir, display_event, out, figures)
     numbers = summary_from(c)
+    numbers["subsystems"] = subsystem_numbers(*_subsystem_hits(path_or_dir, max_events))
+    _subsystems(numbers["subsystems"], c.n_events, out, figures)
     result = {
         "dataset": str(Path(path_or_dir).resolve()),
         "numbers": numbers,

@@ -5,12 +5,16 @@ TPCpp-10M scale: mean ~250). Bump ``SCHEMA_VERSION`` on any change of columns or
 readers refuse a version they do not know.
 
 Every file is self-describing: its Arrow schema metadata carries the schema version, the
-units (``fm4npp.units``), the PID class names (``fm4npp.pid_classes``) and the noise
-definition (``fm4npp.noise``), the last three as JSON. No field can be null.
+units (``fm4npp.units``), the PID class names (``fm4npp.pid_classes``), the noise
+definition (``fm4npp.noise``) and the subsystem names (``fm4npp.subsystems``), the last four
+as JSON. No field can be null.
 
-Versions: 2 (current) declares every field non-nullable and carries the metadata above;
-1 had the same columns and meaning, declared nullable and without units metadata. Readers
-accept both (a null in a version-1 file is a content problem, found by the checks).
+Versions: 3 (current) adds ``hit_subsystem``, ``hit_sigma_rphi`` and ``hit_sigma_z`` (several
+detectors, silicon and drift chambers) and the subsystem names (``fm4npp.subsystems``) to the
+metadata; 2 declared every field non-nullable, had no subsystem columns (every hit is a TPC
+hit, :data:`PRE_V3_SUBSYSTEM`) and no per-point resolution; 1 had version 2's columns declared
+nullable and no units metadata. Readers accept all three (a null in a version-1 file is a
+content problem, found by the checks); older files are read without the v3 columns.
 
 Columns
 -------
@@ -21,6 +25,10 @@ hit_track_id   list<int32>      truth track that made the hit (index into ``trac
 hit_pdg        list<int32>      PDG id of that track (0: unknown)
 hit_pid_class  list<int8>       PID class, see ``PID_CLASSES``
 hit_noise      list<bool>       hit from a particle with p < ``NOISE_P_MAX`` at production
+hit_subsystem  list<int8>       subsystem that measured the hit, see ``SUBSYSTEMS`` (v3)
+hit_sigma_rphi list<float32>    resolution of the r-phi coordinate of this point [cm] (v3)
+hit_sigma_z    list<float32>    resolution of z [cm] (v3); +inf: z not measured (axial wire; the
+                                hit's z is then 0, the wire centre); NaN: unknown (imported data)
 tracks         list<struct>     per truth track: track_id int32, pdg int32, charge int8,
                                 px/py/pz float32 [GeV/c] and vx/vy/vz float32 [cm] at production,
                                 parent_id int32 (-1 for generator particles), is_primary bool
@@ -32,8 +40,18 @@ import json
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+SCHEMA_VERSION_KEY = b"fm4npp.schema_version"  # file metadata key of the version
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+
+# Subsystem ids of ``hit_subsystem``: one table for every detector, so an id means the same in
+# every data set (mixing data sets, the model's subsystem feature). A detector file names its
+# subsystems with these names; a new kind of subsystem is a new line here (a schema change).
+SUBSYSTEMS = {0: "tpc", 1: "mvtx", 2: "intt", 3: "vdet", 4: "itc", 5: "ctd"}
+SUBSYSTEM_IDS = {name: i for i, name in SUBSYSTEMS.items()}
+PRE_V3_SUBSYSTEM = "tpc"  # files before version 3 hold TPC hits only (sPHENIX sim, TPCpp-10M)
+# Columns that version 3 added, so files of older versions lack them.
+V3_COLUMNS = ("hit_subsystem", "hit_sigma_rphi", "hit_sigma_z")
 
 # PID classes of the paper / TPCpp-10M.
 PID_CLASSES = {0: "other", 1: "pi+-", 2: "K+-", 3: "p/pbar", 4: "e+-"}
@@ -43,7 +61,9 @@ NOISE_DEFINITION = (f"hit_noise is true for hits of particles produced with mome
                     f"p < {NOISE_P_MAX * 1000:g} MeV/c")
 UNITS = {
     "hit_x": "cm", "hit_y": "cm", "hit_z": "cm",
-    "hit_energy": "ADC-like units (TPCpp-10M scale, mean ~250)",
+    "hit_energy": "ADC-like units (TPCpp-10M scale, mean ~250; each subsystem's gain puts a "
+                  "minimum-ionising particle at normal incidence near that scale)",
+    "hit_sigma_rphi": "cm", "hit_sigma_z": "cm (+inf: not measured, NaN: unknown)",
     "tracks.px": "GeV/c", "tracks.py": "GeV/c", "tracks.pz": "GeV/c",
     "tracks.vx": "cm", "tracks.vy": "cm", "tracks.vz": "cm",
     "tracks.charge": "e",
@@ -94,13 +114,17 @@ HIT_COLUMNS = {
     "hit_pdg": pa.int32(),
     "hit_pid_class": pa.int8(),
     "hit_noise": pa.bool_(),
+    "hit_subsystem": pa.int8(),
+    "hit_sigma_rphi": pa.float32(),
+    "hit_sigma_z": pa.float32(),
 }
 
 SCHEMA_METADATA = {
-    b"fm4npp.schema_version": str(SCHEMA_VERSION).encode(),
+    SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
     b"fm4npp.units": json.dumps(UNITS).encode(),
     b"fm4npp.pid_classes": json.dumps({str(k): v for k, v in PID_CLASSES.items()}).encode(),
     b"fm4npp.noise": json.dumps({"definition": NOISE_DEFINITION, "p_max_GeV": NOISE_P_MAX}).encode(),
+    b"fm4npp.subsystems": json.dumps({str(k): v for k, v in SUBSYSTEMS.items()}).encode(),
 }
 
 EVENT_SCHEMA = pa.schema(

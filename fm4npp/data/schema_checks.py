@@ -7,10 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from fm4npp.data.errors import Problem
-from fm4npp.data.schema import EVENT_SCHEMA, READABLE_SCHEMA_VERSIONS, nullable
+from fm4npp.data.schema import EVENT_SCHEMA, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION_KEY, V3_COLUMNS, nullable
 
-
-SCHEMA_VERSION_KEY = b"fm4npp.schema_version"
 _READABLE = " or ".join(map(str, READABLE_SCHEMA_VERSIONS))
 
 
@@ -43,7 +41,8 @@ def manifest_problems(manifest: dict, path: str) -> list[Problem]:
 
 def schema_problems(schema: pa.Schema, file: str) -> list[Problem]:
     """Schema version (file metadata) and the columns of EVENT_SCHEMA with their types; files
-    of version >= 2 must also declare every field non-nullable."""
+    of version >= 2 must also declare every field non-nullable. Files of versions 1-2 lack the
+    columns version 3 added (V3_COLUMNS) and are read without them."""
     problems = []
     raw = (schema.metadata or {}).get(SCHEMA_VERSION_KEY)
     version = None if raw is None else _version(raw)
@@ -55,6 +54,8 @@ def schema_problems(schema: pa.Schema, file: str) -> list[Problem]:
     for field in EVENT_SCHEMA:
         idx = schema.get_field_index(field.name)
         if idx < 0:
+            if version is not None and version < 3 and field.name in V3_COLUMNS:
+                continue
             problems.append(Problem(file, "column missing", column=field.name))
             continue
         got = schema.field(idx)

@@ -1,7 +1,9 @@
 """Shard files and manifest.json of a data set directory: atomic writes, hashes, resume.
 
 A data set directory holds ``*.parquet`` shards and ``manifest.json`` with keys
-schema_version, generator, detector, seeds, counts, files {name: {sha256, events, ...}}.
+schema_version, facility (simulated data: name, file and sha256, beams, beam spot), generator
+(settings), detector (name, file and sha256, layers), seeds, counts, files {name: {sha256,
+events, ...}}.
 Every file is written to a hidden temporary name in the same directory and renamed into place,
 so a killed writer leaves either the old file or the new one, never a torn one; a leftover
 temporary file is removed by :func:`clean_tmp`.

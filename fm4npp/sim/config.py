@@ -1,7 +1,8 @@
 """Typed configuration of the event simulator; every default lives here.
 
-Units: cm, GeV, GeV/c, tesla, ns. The detector itself is not configured here: it is data
-(:mod:`fm4npp.sim.geometry`), chosen by name with ``SimConfig.detector``.
+Units: cm, GeV, GeV/c, tesla, ns. The detector and the facility are not configured here: they
+are data files (fm4npp/sim/detectors/, fm4npp/sim/facilities/), chosen by name or path with
+``SimConfig.detector`` and ``GeneratorConfig.facility``.
 """
 
 from __future__ import annotations
@@ -9,28 +10,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
+# The defaults of a run: today's sPHENIX TPC at RHIC p+p 200 GeV (files of these names in
+# fm4npp/sim/detectors/ and fm4npp/sim/facilities/).
+DEFAULT_DETECTOR = "sphenix_tpc"
+DEFAULT_FACILITY = "rhic_pp200"
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """PYTHIA 8 minimum-bias p+p (sPHENIX Detroit tune) and the collision-vertex spread."""
+    """PYTHIA 8 for one facility (beams, tune, process and beam spot: its facility file)."""
 
-    ecm_gev: float = 200.0
-    # sPHENIX "Detroit" tune (arXiv 2110.09447; calibrations/Generators/phpythia8_detroit_minBias.cfg)
-    tune: tuple[str, ...] = (
-        "PDF:pSet = 17",
-        "MultipartonInteractions:bProfile = 2",
-        "MultipartonInteractions:ecmRef = 200",
-        "MultipartonInteractions:pT0Ref = 1.40",
-        "MultipartonInteractions:ecmPow = 0.135",
-        "MultipartonInteractions:coreRadius = 0.56",
-        "MultipartonInteractions:coreFraction = 0.78",
-        "ColourReconnection:range = 5.4",
-    )
-    process: tuple[str, ...] = ("SoftQCD:inelastic = on",)
-    # PYTHIA's defaults decay K0S, Lambda, Sigma, Xi, Omega (with displaced vertices); pi+-,
-    # K+- and mu+- are left stable and decay in flight in our transport.
-    extra: tuple[str, ...] = ()
-    vertex_sigma_xy_cm: float = 0.012  # G4_Input.C, p+p
-    vertex_sigma_z_cm: float = 16.0
+    facility: str = DEFAULT_FACILITY  # name in fm4npp/sim/facilities/ or a path to a .toml file
+    extra: tuple[str, ...] = ()  # further PYTHIA settings, after the facility's
     # Generator particles produced farther than this from the collision vertex (weak-decay
     # daughters) are secondaries; their decayed mother is stored as their parent track.
     primary_max_displacement_cm: float = 0.1
@@ -94,7 +85,7 @@ class SimConfig:
     events_per_shard: int = 1000
     events_per_batch: int = 1000  # events transported together (vectorisation width)
     workers: int = 1
-    detector: str = "sphenix_tpc"
+    detector: str = DEFAULT_DETECTOR  # name in fm4npp/sim/detectors/ or a path to a .toml file
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     digitize: DigitizeConfig = field(default_factory=DigitizeConfig)
@@ -103,9 +94,16 @@ class SimConfig:
         return asdict(self)
 
     def physics_dict(self) -> dict:
-        """The part that determines the content of a shard (resume refuses a mismatch)."""
+        """The part that determines the content of a shard (resume refuses a mismatch): the
+        settings, and the detector and facility files by name and content hash."""
+        from fm4npp.sim.detector_files import load_detector
+        from fm4npp.sim.facility import load_facility
+
         d = self.to_dict()
         for k in ("events", "workers"):
             d.pop(k)
         d["generator"].pop("init_cache_dir")
+        det, fac = load_detector(self.detector), load_facility(self.generator.facility)
+        d["files"] = {"detector": {"name": det.name, "sha256": det.sha256},
+                      "facility": {"name": fac.name, "sha256": fac.sha256}}
         return d

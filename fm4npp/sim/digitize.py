@@ -1,20 +1,31 @@
-"""Layer crossings -> spacepoints with truth, and the Arrow table of events.
+"""Layer crossings -> spacepoints with truth and per-point resolution, per readout kind.
 
-One spacepoint per (track, layer) crossing on the layer-centre radius; lost in sector gaps, at
-|z| < z_min (central membrane) and beyond the drift length; crossings of one track in one layer
-that fall in the same (r-phi, z) cell are one cluster (curling delta electrons). Charge: the
-restricted Bethe loss in the pad-row path (cut = delta-electron threshold: harder deltas are
-explicit particles), sampled as a Poisson number of primary clusters with a 1/E^2 energy
-spectrum -- Landau-like fluctuations, so a truncated mean separates pi/K/p/e. Units: cm, GeV.
+One spacepoint per (track, layer) crossing on the layer radius; lost in sector gaps, at
+|z| < z_min (central membrane) and beyond the drift length or sensor end; crossings of one
+track in one layer that fall in the same (r-phi, z) cell are one cluster (curling delta
+electrons). Charge: the restricted Bethe loss in the charge path, sampled as a Poisson number
+of primary clusters with a 1/E^2 energy spectrum -- Landau-like fluctuations, so a truncated
+mean separates pi/K/p/e. The path and the cut depend on the readout (fm4npp.sim.geometry):
+
+- pad_row, drift_wire (gas): the radial cell crossed, cut = the gas delta threshold (harder
+  deltas are explicit particles);
+- pixel, strip (silicon): the sensor thickness, cut = the solid delta threshold (softer deltas
+  stay in the sensor and are part of the cluster charge).
+
+Smearing is Gaussian with the module's resolution (silicon: pitch/sqrt(12) -- a binary readout's
+uniform residual replaced by a Gaussian of the same width). A drift wire measures r-phi; a
+stereo wire also z, with sigma_rphi / tan|stereo|, as if it were an independent z measurement
+(a real stereo hit measures one combination of r-phi and z, resolved only with the track's
+axial hits); an axial wire leaves z unmeasured: z = 0 (the wire centre), sigma_z = +inf.
+Units: cm, GeV.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
-from fm4npp.data.schema import EVENT_SCHEMA, NOISE_P_MAX, TRACK_TYPE, pid_class_of
-from fm4npp.sim.config import DigitizeConfig
+from fm4npp.data.schema import SUBSYSTEM_IDS
+from fm4npp.sim.config import DigitizeConfig, TransportConfig
 from fm4npp.sim.energy_loss import bethe
 from fm4npp.sim.geometry import Detector
 
@@ -75,9 +86,10 @@ def _pack_keys(cols) -> np.ndarray:
     return key
 
 
-def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng) -> dict:
-    """Crossings (from transport) -> hits dict (ev, tid, layer, x, y, z, energy), in crossing
-    order, after acceptance, merging, charge and smearing."""
+def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, tcfg: TransportConfig, rng) -> dict:
+    """Crossings (from transport) -> hits dict (ev, tid, layer, subsystem, x, y, z, energy,
+    sigma_rphi, sigma_z; and true_x/y/z, the crossing before smearing), in crossing order,
+    after acceptance, merging, charge and smearing."""
     layer = cross["layer"].astype(np.int64)
     radii = det.layer_radii
     mod_of = det.layer_module
@@ -108,13 +120,15 @@ def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng)
     uz = np.abs(pz) / p
     ur = np.maximum(ur, 1e-3)
     pitch = np.array([md.pitch for md in mods])[mi]
-    path = np.minimum(pitch / ur, cfg.max_path_factor * pitch)
+    charge_path = np.array([md.charge_path for md in mods])[mi]
+    path = np.minimum(charge_path / ur, cfg.max_path_factor * charge_path)
     # charge (per crossing, summed when merged)
     e_dep = np.zeros(len(idx))
     for j, md in enumerate(mods):
         sel = np.nonzero(mi == j)[0]
         if len(sel):
             mat = det.material(md.sensitive)
+            t_cut = tcfg.delta_t_min_solid_gev if md.solid else tcfg.delta_t_min_gev
             e_dep[sel] = deposit(path[sel], p[sel] / m[sel], m[sel], q[sel] ** 2,
                                  np.abs(m[sel] - 0.000511) < 1e-6, mat, t_cut, cfg, rng)
     # merge crossings of one track in one layer and one (r-phi, z) cell
@@ -133,92 +147,35 @@ def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, t_cut: float, rng)
     e_keep = np.empty(len(idx))
     e_keep[first] = e_sum
     e_keep = e_keep[keep]
-    adc = e_keep * 1e6 * cfg.adc_per_kev
+    gain = np.array([cfg.adc_per_kev if md.adc_per_kev is None else md.adc_per_kev for md in mods])[mi[keep]]
+    adc = e_keep * 1e6 * gain
     above = adc >= cfg.adc_threshold
     keep = keep[above]
     adc = np.minimum(adc[above], cfg.adc_max)
     r, phi, z, mi = r[keep], phi[keep], z[keep], mi[keep]
+    phi_true, z_true = phi, z
+    drift = np.array([md.z_max_abs for md in mods])[mi] - np.abs(z)
+    maxd = np.array([md.z_max_abs - md.z_min_abs for md in mods])[mi]
+    dfrac = np.clip(drift / maxd, 0, 1)
+    k = np.array([md.angle_k for md in mods])[mi] * pitch[keep]
+    tan_a = np.minimum(uphi[keep] / ur[keep], 3.0)
+    tan_l = np.minimum(uz[keep] / ur[keep], 3.0)
+    s_rphi = np.sqrt(np.array([md.sigma_rphi0 for md in mods])[mi] ** 2
+                     + np.array([md.sigma_rphi_drift for md in mods])[mi] ** 2 * dfrac + (k * tan_a) ** 2)
+    s_z = np.sqrt(np.array([md.sigma_z0 for md in mods])[mi] ** 2
+                  + np.array([md.sigma_z_drift for md in mods])[mi] ** 2 * dfrac + (k * tan_l) ** 2)
+    measured_z = np.isfinite(s_z)
     if cfg.smear:
-        drift = np.array([md.z_max_abs for md in mods])[mi] - np.abs(z)
-        maxd = np.array([md.z_max_abs - md.z_min_abs for md in mods])[mi]
-        dfrac = np.clip(drift / maxd, 0, 1)
-        k = np.array([md.angle_k for md in mods])[mi] * pitch[keep]
-        tan_a = np.minimum(uphi[keep] / ur[keep], 3.0)
-        tan_l = np.minimum(uz[keep] / ur[keep], 3.0)
-        s_rphi = np.sqrt(np.array([md.sigma_rphi0 for md in mods])[mi] ** 2
-                         + np.array([md.sigma_rphi_drift for md in mods])[mi] ** 2 * dfrac + (k * tan_a) ** 2)
-        s_z = np.sqrt(np.array([md.sigma_z0 for md in mods])[mi] ** 2
-                      + np.array([md.sigma_z_drift for md in mods])[mi] ** 2 * dfrac + (k * tan_l) ** 2)
         g = rng.standard_normal((len(keep), 2))
         phi = phi + g[:, 0] * s_rphi / r
-        z = z + g[:, 1] * s_z
+        z = np.where(measured_z, z + g[:, 1] * np.where(measured_z, s_z, 0.0), 0.0)
         # a cluster reconstructed outside the drift volume does not exist
         inside = (np.abs(z) >= zmin[idx][keep]) & (np.abs(z) <= zmax[idx][keep])
         keep, r, phi, z, adc = keep[inside], r[inside], phi[inside], z[inside], adc[inside]
+        mi, s_rphi, s_z, phi_true, z_true = mi[inside], s_rphi[inside], s_z[inside], phi_true[inside], z_true[inside]
+    else:
+        z = np.where(measured_z, z, 0.0)
+    subsystem = np.array([SUBSYSTEM_IDS[md.subsystem] for md in mods], np.int8)[mi]
     return dict(ev=ev[keep], tid=tid[keep], layer=layer[keep], x=r * np.cos(phi), y=r * np.sin(phi), z=z,
-                energy=adc)
-
-
-def _list(offsets, values, typ):
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, typ))
-
-
-def build_table(hits: dict, reg: dict, n_events: int, event_ids: np.ndarray) -> pa.Table:
-    """Arrow table (EVENT_SCHEMA) of the events 0..n_events-1 of a batch with at least one hit,
-    event_id = event_ids[local event]. Tracks: every particle with hits plus its ancestors,
-    renumbered 0..n-1 per event in creation order (track_id = position in the list)."""
-    ev = hits["ev"]
-    has = np.bincount(ev, minlength=n_events) > 0
-    keep_ev = np.nonzero(has)[0]
-    new_ev = np.full(n_events, -1)
-    new_ev[keep_ev] = np.arange(len(keep_ev))
-    n_out = len(keep_ev)
-    # tracks: hit makers and their ancestors
-    n_reg = len(reg["ev"])
-    need = np.zeros(n_reg, bool)
-    need[hits["tid"]] = True
-    parent = reg["parent"].astype(np.int64)
-    while True:
-        par = parent[need]
-        par = par[par >= 0]
-        fresh = par[~need[par]]
-        if not len(fresh):
-            break
-        need[fresh] = True
-    tsel = np.nonzero(need)[0]  # ascending = creation order
-    tev = new_ev[reg["ev"][tsel]]
-    order = np.lexsort((tsel, tev))
-    tsel, tev = tsel[order], tev[order]
-    t_off = np.concatenate([[0], np.cumsum(np.bincount(tev, minlength=n_out))])
-    local = np.arange(len(tsel)) - t_off[tev]
-    local_of = np.full(n_reg, -1, np.int64)
-    local_of[tsel] = local
-    # hits grouped by event, crossing order kept inside an event
-    horder = np.argsort(new_ev[ev], kind="stable")
-    hev = new_ev[ev][horder]
-    h_off = np.concatenate([[0], np.cumsum(np.bincount(hev, minlength=n_out))])
-    htid = hits["tid"][horder]
-    pdg = reg["pdg"][htid].astype(np.int32)
-    p_prod = np.sqrt(reg["px"] ** 2 + reg["py"] ** 2 + reg["pz"] ** 2)
-    cols = {
-        "event_id": pa.array(event_ids[keep_ev], pa.int64()),
-        "hit_x": _list(h_off, hits["x"][horder].astype(np.float32), pa.float32()),
-        "hit_y": _list(h_off, hits["y"][horder].astype(np.float32), pa.float32()),
-        "hit_z": _list(h_off, hits["z"][horder].astype(np.float32), pa.float32()),
-        "hit_energy": _list(h_off, hits["energy"][horder].astype(np.float32), pa.float32()),
-        "hit_track_id": _list(h_off, local_of[htid].astype(np.int32), pa.int32()),
-        "hit_pdg": _list(h_off, pdg, pa.int32()),
-        "hit_pid_class": _list(h_off, pid_class_of(pdg).astype(np.int8), pa.int8()),
-        "hit_noise": _list(h_off, p_prod[htid] < NOISE_P_MAX, pa.bool_()),
-    }
-    par_local = np.where(parent[tsel] >= 0, local_of[np.maximum(parent[tsel], 0)], -1)
-    f32 = lambda k: pa.array(reg[k][tsel].astype(np.float32), pa.float32())  # noqa: E731
-    tracks = pa.StructArray.from_arrays(
-        [pa.array(local.astype(np.int32), pa.int32()), pa.array(reg["pdg"][tsel].astype(np.int32), pa.int32()),
-         pa.array(np.rint(reg["q"][tsel]).astype(np.int8), pa.int8()),
-         f32("px"), f32("py"), f32("pz"), f32("vx"), f32("vy"), f32("vz"),
-         pa.array(par_local.astype(np.int32), pa.int32()), pa.array(reg["primary"][tsel].astype(bool), pa.bool_())],
-        fields=list(TRACK_TYPE),
-    )
-    cols["tracks"] = pa.ListArray.from_arrays(pa.array(t_off, pa.int32()), tracks)
-    return pa.Table.from_pydict(cols, schema=EVENT_SCHEMA)
+                energy=adc, subsystem=subsystem, sigma_rphi=s_rphi, sigma_z=s_z,
+                true_x=r * np.cos(phi_true), true_y=r * np.sin(phi_true), true_z=z_true)

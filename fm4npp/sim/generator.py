@@ -1,8 +1,9 @@
-"""PYTHIA 8 minimum-bias p+p events as flat numpy arrays (pythia8mc imported lazily).
+"""PYTHIA 8 events of a facility (fm4npp/sim/facilities/) as flat numpy arrays (pythia8mc imported lazily).
 
-The multiparton-interaction initialisation (~5 s) is computed once per settings with a fixed
-seed, saved to a cache file (atomic rename) and always *read* from it, so every block starts
-from identical tables (0.2 s) and the same block seed gives the same events anywhere.
+For hadron beams (``reuse_mpi_init`` in the facility file) the multiparton-interaction
+initialisation (~5 s) is computed once per settings with a fixed seed, saved to a cache file
+(atomic rename) and always *read* from it, so every block starts from identical tables (0.2 s)
+and the same block seed gives the same events anywhere. Lepton beams initialise in a moment.
 Units: GeV, GeV/c; production vertices in cm relative to the collision point.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from fm4npp.files import atomic_path
 from fm4npp.sim.config import GeneratorConfig
+from fm4npp.sim.facility import load_facility
 
 MAX_PYTHIA_SEED = 900_000_000
 
@@ -28,10 +30,8 @@ def block_seeds(seed: int, block: int) -> tuple[int, np.random.SeedSequence]:
 
 
 def settings(cfg: GeneratorConfig) -> list[str]:
-    return ([
-        "Beams:idA = 2212", "Beams:idB = 2212", f"Beams:eCM = {cfg.ecm_gev}",
-        "Print:quiet = on", "Next:numberCount = 0",
-    ] + list(cfg.tune) + list(cfg.process) + list(cfg.extra))
+    """The PYTHIA settings of a run: the facility's, then cfg.extra."""
+    return load_facility(cfg.facility).settings() + list(cfg.extra)
 
 
 def _cache_file(cfg: GeneratorConfig) -> Path:
@@ -43,37 +43,47 @@ def _cache_file(cfg: GeneratorConfig) -> Path:
     return d / f"mpi-init-{key}.dat"
 
 
-def ensure_init_cache(cfg: GeneratorConfig) -> Path:
-    """Create the MPI initialisation file for these settings if it does not exist."""
-    import pythia8mc
-
+def ensure_init_cache(cfg: GeneratorConfig) -> Path | None:
+    """Create the MPI initialisation file for these settings if it does not exist (None: the
+    facility has no MPI tables to cache)."""
+    if not load_facility(cfg.facility).reuse_mpi_init:
+        return None
     path = _cache_file(cfg)
     if path.exists():
         return path
     with atomic_path(path) as tmp:
-        py = pythia8mc.Pythia("", False)
-        for s in settings(cfg) + ["Random:setSeed = on", "Random:seed = 1",
-                                  "MultipartonInteractions:reuseInit = 1", f"MultipartonInteractions:initFile = {tmp}"]:
-            py.readString(s)
+        py = _pythia(cfg, ["Random:setSeed = on", "Random:seed = 1",
+                           "MultipartonInteractions:reuseInit = 1", f"MultipartonInteractions:initFile = {tmp}"])
         if not py.init():
             raise RuntimeError("PYTHIA initialisation failed (settings: %s)" % settings(cfg))
     return path
 
 
+def _pythia(cfg: GeneratorConfig, more: list[str]):
+    """A PYTHIA instance with the run's settings and `more`; a setting PYTHIA does not know is
+    a ValueError naming the facility file (PYTHIA itself would only warn)."""
+    import pythia8mc
+
+    py = pythia8mc.Pythia("", False)
+    for s in settings(cfg) + more:
+        if not py.readString(s):
+            raise ValueError(f"{load_facility(cfg.facility).source}: PYTHIA refuses the setting {s!r}")
+    return py
+
+
 class PythiaGenerator:
-    """Min-bias events from one PYTHIA instance seeded with `pythia_seed`."""
+    """Events of the facility of `cfg` from one PYTHIA instance seeded with `pythia_seed`."""
 
     def __init__(self, cfg: GeneratorConfig, pythia_seed: int):
-        import pythia8mc
-
         self.cfg = cfg
+        self.facility = load_facility(cfg.facility)
         init_file = ensure_init_cache(cfg)
-        py = pythia8mc.Pythia("", False)
-        for s in settings(cfg) + ["Random:setSeed = on", f"Random:seed = {int(pythia_seed)}",
-                                  "MultipartonInteractions:reuseInit = 2", f"MultipartonInteractions:initFile = {init_file}"]:
-            py.readString(s)
+        reuse = [] if init_file is None else ["MultipartonInteractions:reuseInit = 2",
+                                              f"MultipartonInteractions:initFile = {init_file}"]
+        py = _pythia(cfg, ["Random:setSeed = on", f"Random:seed = {int(pythia_seed)}"] + reuse)
         if not py.init():
-            raise RuntimeError(f"PYTHIA initialisation from {init_file} failed; delete it to rebuild")
+            where = f" from {init_file}; delete it to rebuild" if init_file else f" (settings: {settings(cfg)})"
+            raise RuntimeError(f"PYTHIA initialisation failed{where}")
         self.py = py
         self._charge: dict[int, float] = {}
         self._mass: dict[int, float] = {}
