@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fm4npp.downstream.config import FinetuneConfig
-from fm4npp.downstream.model import DownstreamModel, build_source
+from fm4npp.downstream.config import HIT_GNNS, TRACK_GNNS, FinetuneConfig
+from fm4npp.downstream.model import CLASS_NAMES, DownstreamModel, build_source
 from fm4npp.files import atomic_path, atomic_write_json
 
 
@@ -15,12 +15,15 @@ def run_name(cfg: FinetuneConfig, n_train: int) -> str:
     return f"finetune-{cfg.task}-{cfg.source}-n{n_train}-{cfg.config_hash()}"
 
 
-def save_adapter(model: DownstreamModel, result: dict, out: str | Path) -> None:
+def save_adapter(model, result: dict, out: str | Path) -> None:
     from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("source.backbone.") or model.source.kind == "scratch"}
+    # a frozen backbone is not the adapter's (it is named by config and hash); a trained one is
+    frozen = isinstance(model, DownstreamModel) and model.source.kind != "scratch"
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()
+          if not (frozen and k.startswith("source.backbone."))}
     with atomic_path(out / "adapter.safetensors") as tmp:
         save_file(sd, tmp)
     write_json(result, out / "result.json")
@@ -32,8 +35,9 @@ def write_json(obj: dict, path: str | Path) -> None:
     atomic_write_json(path, obj, newline=False, indent=2, default=float)
 
 
-def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig, dict]:
-    """Rebuild a trained adapter (and its feature source) from a ``finetune --out`` dir."""
+def load_adapter(directory: str | Path):
+    """(model, config, result) from a ``finetune --out`` dir: a DownstreamModel with its feature
+    source, or a GNN baseline."""
     from fm4npp.files import read_safetensors
 
     directory = Path(directory)
@@ -54,6 +58,12 @@ def load_adapter(directory: str | Path) -> tuple[DownstreamModel, FinetuneConfig
         model_cfg = get_preset(cfg.preset)
     state = read_safetensors(directory / "adapter.safetensors")
     weights = state.get("class_weights")
+    if cfg.source in HIT_GNNS + TRACK_GNNS:
+        from fm4npp.downstream.gnn.run import build_gnn
+
+        model = build_gnn(cfg, len(CLASS_NAMES.get(cfg.task, [])), weights)
+        model.load_state_dict(state, strict=True)
+        return model, cfg, result
     model = DownstreamModel(cfg.task, build_source(cfg, model_cfg), cfg, weights)
     model.load_state_dict(state, strict=True)
     return model, cfg, result

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fm4npp.downstream.config import FEATURE_SOURCES, GNN_SIZES, MODELS
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=["tracking", "pid", "noise"], required=True)
@@ -16,7 +18,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-train", type=int, default=0, help="labelled training events (0 = all)")
     p.add_argument("--n-test", type=int, default=0, help="test events (0 = all)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--preset", default="", help="model preset for --source scratch without --backbone")
+    p.add_argument("--preset", default="", help="model preset for --model scratch without --backbone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="directory for adapter weights and result JSON "
                    "(default <storage>/finetune/<run name>)")
@@ -25,20 +27,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default=None,
                    help="MLflow experiment to log to (default: FinetuneConfig's)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--size", choices=sorted(GNN_SIZES), default="cpu",
+                   help="sizes of the GNN baselines: cpu (the config defaults) or paper "
+                        "(appendix C); --set overrides either")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any FinetuneConfig field, e.g. lr=3e-4 or tracking.n_queries=64")
+                   help="any FinetuneConfig field, e.g. lr=3e-4, tracking.n_queries=64, gnn.k=50")
 
 
 def _config(args, source: str):
     from fm4npp.downstream.config import FinetuneConfig
 
+    # built as "raw" (valid for every task, needs no backbone); the real source is set last
     base = FinetuneConfig(task=args.task, source="raw", data=args.data, bins=args.bins,
                           n_train_events=args.n_train, n_test_events=args.n_test, preset=args.preset,
                           seed=args.seed, out=args.out, storage=args.storage)
     if args.no_mlflow or args.experiment is not None:
         base = base.from_dict({**base.to_dict(),
                                "experiment": "" if args.no_mlflow else args.experiment})
-    cfg = base.with_overrides(args.set)
+    cfg = base.with_overrides(GNN_SIZES[args.size] + args.set)
     d = cfg.to_dict()
     d.update(source=source, backbone=args.backbone)
     if args.epochs is not None:
@@ -52,7 +58,7 @@ def _finetune(args) -> int:
     from fm4npp.downstream.train import finetune
 
     try:
-        cfg = _config(args, args.source)
+        cfg = _config(args, MODELS[args.model].source if args.model else args.source)
         result = finetune(cfg)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"fm4npp finetune: error: {exc}", file=sys.stderr)
@@ -79,7 +85,8 @@ def _evaluate(args) -> int:
         else:
             if not args.task or not args.data:
                 raise ValueError("give --adapter DIR..., or --task and --data (and --sources) to train and compare")
-            sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+            sources = [MODELS[s].source if s in MODELS else s
+                       for s in (s.strip() for s in args.sources.split(",")) if s]
             if "fm" in sources and not args.backbone:
                 raise ValueError("source 'fm' needs --backbone")
             base = _config(args, "fm" if "fm" in sources else sources[0])
@@ -95,12 +102,16 @@ def _evaluate(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("finetune", help="train a downstream adapter (tracking / pid / noise)",
-                       description="Train an adapter on frozen FM features (--source fm), raw inputs "
-                                   "(raw = AdapterOnly) or a backbone trained from scratch (scratch), "
-                                   "then score it on the test split.")
+    p = sub.add_parser("finetune", help="train a downstream model (tracking / pid / noise)",
+                       description="Train an adapter on frozen FM features (--model fm), on raw inputs "
+                                   "(adapter_only) or on a backbone trained from scratch (scratch), or "
+                                   "a GNN baseline (sage, gat, gcn, graphconv: pid and noise; exatrkx: "
+                                   "tracking), then score it on the test split.")
     _common(p)
-    p.add_argument("--source", choices=["fm", "raw", "scratch"], default="fm")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", choices=list(MODELS), default=None, help="default fm")
+    which.add_argument("--source", choices=list(FEATURE_SOURCES), default="fm",
+                       help="older name of --model: fm, raw (= adapter_only), scratch")
     p.add_argument("--json", default="", help="also write the result JSON here")
     p.set_defaults(func=_finetune)
 
@@ -108,7 +119,8 @@ def register(sub) -> None:
                        description="Either score saved adapters (--adapter DIR ...), or train the "
                                    "listed sources on the same events and print the table.")
     e.add_argument("--adapter", nargs="*", default=[], help="`finetune --out` directories to score")
-    e.add_argument("--sources", default="fm,raw", help="comma list of fm, raw, scratch")
+    e.add_argument("--sources", default="fm,raw",
+                   help=f"comma list of --model names ({', '.join(MODELS)}) or fm, raw, scratch")
     e.add_argument("--json", default="", help="write all results here")
     _common(e)
     e.set_defaults(func=_evaluate)

@@ -18,6 +18,35 @@ from fm4npp.overrides import coerce, parse_pairs
 
 TASKS = ("tracking", "pid", "noise")
 FEATURE_SOURCES = ("fm", "raw", "scratch")  # frozen FM / AdapterOnly / from-scratch backbone
+HIT_GNNS = ("sage", "gat", "gcn", "graphconv")  # appendix C's PID / noise baselines
+TRACK_GNNS = ("exatrkx",)  # the track-finding baseline
+SOURCES = FEATURE_SOURCES + HIT_GNNS + TRACK_GNNS  # every value of FinetuneConfig.source
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str  # FinetuneConfig.source
+    family: str  # MLflow tag fm4npp.model_family: what Table 2 groups rows by
+    label: str  # row name in tables
+    tasks: tuple[str, ...]  # the tasks it can do
+
+
+# `fm4npp finetune --model` names (the CLI's vocabulary; "adapter_only" is source "raw").
+MODELS = {
+    "fm": ModelInfo("fm", "fm", "FM4NPP", TASKS),
+    "adapter_only": ModelInfo("raw", "adapter_only", "AdapterOnly", TASKS),
+    "scratch": ModelInfo("scratch", "scratch", "FromScratch", TASKS),
+    "sage": ModelInfo("sage", "hit_gnn", "SAGEConv", ("pid", "noise")),
+    "gat": ModelInfo("gat", "hit_gnn", "GATConv", ("pid", "noise")),
+    "gcn": ModelInfo("gcn", "hit_gnn", "GCNConv", ("pid", "noise")),
+    "graphconv": ModelInfo("graphconv", "hit_gnn", "GraphConv", ("pid", "noise")),
+    "exatrkx": ModelInfo("exatrkx", "track_gnn", "Exa.TrkX", ("tracking",)),
+}
+BY_SOURCE = {m.source: name for name, m in MODELS.items()}  # source -> --model name
+
+
+def model_info(source: str) -> ModelInfo:
+    return MODELS[BY_SOURCE[source]]
 FM_COMBINE = ("mix", "concat")  # how the frozen FM's layers are joined (FinetuneConfig.fm_combine)
 
 
@@ -58,9 +87,54 @@ class ClassifierConfig:
 
 
 @dataclass
+class HitGNNConfig:
+    """PID / noise GNN baselines (appendix C). Defaults are CPU-scale; GNN_SIZES["paper"] holds
+    the paper's sizes. Edges and features: fm4npp.downstream.gnn.graph."""
+
+    k: int = 16  # directed edges from the k nearest hits (paper 50)
+    radius: float = 1.0  # ... closer than this in (eta_hat, cos phi, sin phi, r_hat) (paper 1)
+    d_hidden: int = 64  # node-encoder MLP (2 hidden layers) and GNN width (paper 256)
+    n_layers: int = 3  # GNN layers (paper 6)
+    classifier_widths: str = "64,32"  # hidden widths of the hit-classifier MLP (paper 128,64)
+    gat_heads: int = 1  # GATConv attention heads (averaged, so the width stays d_hidden)
+    dropout: float = 0.0
+
+
+@dataclass
+class ExaTrkXConfig:
+    """The Exa.TrkX-style track finder (appendix C; fm4npp.downstream.gnn.exatrkx). Defaults
+    are CPU-scale; GNN_SIZES["paper"] holds the paper's thresholds and Exa.TrkX-like widths.
+    The filter MLP stage of the paper is left out: the interaction network classifies every
+    edge of the radius graph directly."""
+
+    d_embed: int = 8  # metric-learning embedding dimension
+    embed_hidden: int = 64  # embedding MLP width
+    embed_layers: int = 3  # embedding MLP hidden layers
+    radius: float = 1.0  # radius graph in the embedding space; also the hinge margin (paper 2)
+    max_neighbours: int = 24  # at most this many edges per hit in the radius graph
+    random_pairs: int = 4  # random (mostly negative) training pairs per hit and step
+    gnn_hidden: int = 64  # interaction-network width
+    n_iterations: int = 4  # interaction-network message-passing rounds
+    edge_threshold: float = 0.5  # edges kept for connected components (paper 0.9)
+    min_track_hits: int = 3  # smaller components are no track (label -1)
+
+
+# Size presets of the GNN baselines as overrides (`fm4npp finetune --size`): "cpu" is the
+# dataclass defaults, "paper" appendix C (and, where it gives none, Exa.TrkX-like widths).
+GNN_SIZES = {
+    "cpu": [],
+    "paper": ["gnn.k=50", "gnn.d_hidden=256", "gnn.n_layers=6", "gnn.classifier_widths=128,64",
+              "exatrkx.embed_hidden=1024", "exatrkx.embed_layers=4", "exatrkx.radius=2.0",
+              "exatrkx.gnn_hidden=128", "exatrkx.n_iterations=8", "exatrkx.edge_threshold=0.9"],
+}
+
+
+@dataclass
 class FinetuneConfig:
     task: str = "tracking"  # tracking | pid | noise
-    source: str = "fm"  # fm (frozen backbone) | raw (AdapterOnly) | scratch (random init, trained)
+    # fm (frozen backbone) | raw (AdapterOnly) | scratch (random init, trained) | a GNN
+    # baseline: sage | gat | gcn | graphconv (pid, noise) | exatrkx (tracking); see MODELS
+    source: str = "fm"
     backbone: str = ""  # pretrained checkpoint dir (fm4npp.model.io); for scratch: its config
     preset: str = ""  # scratch without a checkpoint: model preset name
     data: str = ""  # data set dir (Parquet shards + manifest.json [+ bins.json])
@@ -107,12 +181,18 @@ class FinetuneConfig:
     experiment: str = "fm4npp-finetune"  # MLflow experiment ("" = do not log)
     tracking: TrackingAdapterConfig = field(default_factory=TrackingAdapterConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    gnn: HitGNNConfig = field(default_factory=HitGNNConfig)
+    exatrkx: ExaTrkXConfig = field(default_factory=ExaTrkXConfig)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.source not in FEATURE_SOURCES:
-            raise ValueError(f"source must be one of {FEATURE_SOURCES}, got {self.source!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        info = model_info(self.source)
+        if self.task not in info.tasks:
+            raise ValueError(f"model {BY_SOURCE[self.source]!r} ({info.label}) does not do task "
+                             f"{self.task!r}; it does {', '.join(info.tasks)}")
         if self.source == "fm" and not self.backbone:
             raise ValueError("source 'fm' needs a pretrained backbone directory (backbone=...)")
         if self.source == "scratch" and not (self.backbone or self.preset):
@@ -123,6 +203,9 @@ class FinetuneConfig:
             raise ValueError(f"fm_combine must be one of {FM_COMBINE}, got {self.fm_combine!r}")
         if self.tracking.noise_in_masks not in ("ignore", "negative"):
             raise ValueError("tracking.noise_in_masks must be 'ignore' or 'negative'")
+        widths = self.gnn.classifier_widths.split(",")
+        if not all(w.strip().isdigit() and int(w) > 0 for w in widths):
+            raise ValueError(f"gnn.classifier_widths must be a comma list of widths, got {self.gnn.classifier_widths!r}")
 
     def layer_indices(self, n_states: int) -> list[int]:
         """The fm_layers selection for a backbone with ``n_states`` (= n_layers + 1) states."""
@@ -140,9 +223,8 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "FinetuneConfig":
         d = dict(d)
-        tr = TrackingAdapterConfig(**d.pop("tracking", {}))
-        cl = ClassifierConfig(**d.pop("classifier", {}))
-        return cls(**d, tracking=tr, classifier=cl)
+        subs = {name: sub(**d.pop(name, {})) for name, sub in SECTIONS.items()}
+        return cls(**d, **subs)
 
     def with_overrides(self, pairs: list[str]) -> "FinetuneConfig":
         """``key=value`` strings; nested keys as ``tracking.n_queries=64``."""
@@ -151,12 +233,11 @@ class FinetuneConfig:
             target, cls, name = d, FinetuneConfig, key
             if "." in key:
                 sub, name = key.split(".", 1)
-                if sub not in ("tracking", "classifier"):
+                if sub not in SECTIONS:
                     raise KeyError(f"unknown config section {sub!r} in {key!r}")
-                target = d[sub]
-                cls = TrackingAdapterConfig if sub == "tracking" else ClassifierConfig
+                target, cls = d[sub], SECTIONS[sub]
             hints = typing.get_type_hints(cls)
-            if name not in hints or name in ("tracking", "classifier"):
+            if name not in hints or (cls is FinetuneConfig and name in SECTIONS):
                 raise KeyError(f"unknown config key {key!r}")
             target[name] = coerce(key, value, hints[name])
         return FinetuneConfig.from_dict(d)
@@ -165,4 +246,14 @@ class FinetuneConfig:
         d = self.to_dict()
         for k in ("out", "experiment", "cache_dir", "storage"):
             d.pop(k)
+        # a section only its model reads stays out of the others' hashes (and so their run
+        # names stay what they were before the GNN baselines existed)
+        if self.source not in HIT_GNNS:
+            d.pop("gnn")
+        if self.source not in TRACK_GNNS:
+            d.pop("exatrkx")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+SECTIONS = {"tracking": TrackingAdapterConfig, "classifier": ClassifierConfig, "gnn": HitGNNConfig,
+            "exatrkx": ExaTrkXConfig}  # FinetuneConfig's sub-configs (``--set section.key=...``)

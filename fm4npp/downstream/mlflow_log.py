@@ -1,11 +1,16 @@
-"""Logging a finetuning result to MLflow (config, flattened metrics, result.json, adapter weights)."""
+"""Logging a finetuning result to MLflow (config, flattened metrics, result.json, adapter weights).
+
+Tags (what analysis/table2.py selects and checks runs by): fm4npp.task, .source, .model (the
+`--model` name), .model_family, .trainable_params, .backbone_size, .seed, .n_test_events and
+the data fingerprint (.data_hash, .bins_hash, .test_events_hash; splits.data_fingerprint).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fm4npp.downstream.adapters import run_name
-from fm4npp.downstream.config import FinetuneConfig
+from fm4npp.downstream.config import BY_SOURCE, FinetuneConfig, model_info
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict:
@@ -25,9 +30,15 @@ def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None =
     from fm4npp import runs
 
     name = name or run_name(cfg, result["n_train_events"])
+    info = model_info(cfg.source)
+    fp = result.get("data_fingerprint", {})
+    tags = {"fm4npp.task": cfg.task, "fm4npp.source": cfg.source, "fm4npp.model": BY_SOURCE[cfg.source],
+            "fm4npp.model_family": info.family, "fm4npp.trainable_params": str(result["trainable_params"]),
+            "fm4npp.backbone_size": result.get("backbone_size", ""), "fm4npp.seed": str(cfg.seed),
+            "fm4npp.n_test_events": str(result["n_test_events"]),
+            **{f"fm4npp.{k}": v for k, v in fp.items()}}
     run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_run_id, experiment=cfg.experiment,
-                            storage=cfg.storage or None,
-                            tags={"fm4npp.task": cfg.task, "fm4npp.source": cfg.source})
+                            storage=cfg.storage or None, tags=tags)
     m = flat_metrics(result["metrics"])
     m.update({k: float(result[k]) for k in ("n_train_events", "trainable_params", "adapter_params",
                                              "backbone_params", "train_seconds")})

@@ -78,3 +78,23 @@ def event_kinematics(cfg: FinetuneConfig, events: list[dict]) -> list[dict] | No
             return None  # a data set without full track truth (e.g. toy events)
         out.append(kin)
     return out
+
+
+def data_fingerprint(cfg: FinetuneConfig, test_events: list[dict], extra: dict | None = None) -> dict:
+    """What must agree for two runs to be scored on the same data (analysis/table2.py checks):
+    a digest of the data set's manifest file hashes, the bins' hash and a digest of the test
+    events' ids; "" for what the run does not have (events handed in without a data dir)."""
+    import hashlib
+    import json
+
+    from fm4npp.data.shards import read_manifest
+
+    data_hash = bins_hash = ""
+    if cfg.data:
+        manifest = read_manifest(cfg.data, missing_ok=True) or {}
+        files = manifest.get("files", {})
+        data_hash = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16] if files else ""
+        bins_hash = serialization(cfg, extra)[1].hash
+    ids = json.dumps([int(e["event_id"]) for e in test_events])
+    return {"data_hash": data_hash, "bins_hash": bins_hash,
+            "test_events_hash": hashlib.sha256(ids.encode()).hexdigest()[:16]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from fm4npp.downstream.config import model_info
+
 
 def format_table(results: Sequence[dict]) -> str:
     """A Table-2-style text table: one row per (task, model)."""
@@ -33,7 +35,7 @@ def format_table(results: Sequence[dict]) -> str:
 
 
 def _label(r: dict) -> str:
-    name = {"fm": "FM4NPP", "raw": "AdapterOnly", "scratch": "FromScratch"}.get(r["source"], r["source"])
+    name = model_info(r["source"]).label
     return f"{name}({r['backbone']})" if r["source"] == "fm" and r.get("backbone") and "/" not in r["backbone"] else name
 
 

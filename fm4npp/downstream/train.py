@@ -18,12 +18,12 @@ from fm4npp import paths
 from fm4npp.downstream.adapters import load_adapter, run_name, save_adapter, write_json
 from fm4npp.downstream.batching import task_labels
 from fm4npp.downstream.classify import class_weights
-from fm4npp.downstream.config import FinetuneConfig
+from fm4npp.downstream.config import HIT_GNNS, TRACK_GNNS, FinetuneConfig
 from fm4npp.downstream.fit import train
 from fm4npp.downstream.mlflow_log import log_to_mlflow
 from fm4npp.downstream.model import CLASS_NAMES, DownstreamModel, build_source
 from fm4npp.downstream.scoring import predict, score
-from fm4npp.downstream.splits import event_kinematics, load_split, subset
+from fm4npp.downstream.splits import data_fingerprint, event_kinematics, load_split, serialization, subset
 
 
 WHITEN_FIT_POINTS = 200_000  # training points the whitening is fitted on (a seeded sample)
@@ -64,28 +64,27 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
     if not train_ev or not test_ev:
         raise ValueError(f"need training and test events, got {len(train_ev)} and {len(test_ev)}")
 
-    states = {"train": None, "val": None, "test": None}
-    if cfg.source == "fm":
-        from fm4npp.downstream.features import FeatureCache, backbone_states
-
-        cache = FeatureCache(cfg.cache_dir or paths.feature_cache(cfg.storage or None), ckpt)
-        for name, evs in (("train", train_ev), ("val", val_ev), ("test", test_ev)):
-            states[name] = backbone_states(backbone, evs, cache=cache, batch_size=cfg.batch_size, progress=True)
-        log(f"feature cache {cache.dir}: {cache.hits} hits, {cache.misses} misses")
-
-    torch.manual_seed(cfg.seed)
-    source = build_source(cfg, model_cfg)
     weights = None
     if cfg.task != "tracking":
         weights = class_weights([task_labels(cfg.task, e) for e in train_ev], len(CLASS_NAMES[cfg.task]),
                                 cfg.classifier.class_weight_power)
-    if hasattr(source, "fit_whitening"):
-        source.fit_whitening(train_ev, states["train"], WHITEN_FIT_POINTS)
-    model = DownstreamModel(cfg.task, source, cfg, weights)
-    t_train = time.time()
-    fit = train(model, cfg, train_ev, states["train"], val_ev, states["val"], log=log)
-    t_train = time.time() - t_train
-    preds = predict(model, test_ev, states["test"], cfg.batch_size)
+    fingerprint = data_fingerprint(cfg, test_ev, extra)
+    if cfg.source in HIT_GNNS + TRACK_GNNS:
+        from fm4npp.downstream.gnn.graph import check_full_turn
+        from fm4npp.downstream.gnn.run import n_trainable, predict_gnn, train_gnn
+
+        if cfg.data:
+            check_full_turn(serialization(cfg, extra)[1].ranges["phi"])
+        t_train = time.time()  # graph building included: it is part of the baseline's cost
+        model, fit = train_gnn(cfg, train_ev, val_ev, len(CLASS_NAMES.get(cfg.task, [])), weights, log)
+        t_train = time.time() - t_train
+        preds = predict_gnn(model, cfg, test_ev)
+        trainable = adapter_params = n_trainable(model)
+    else:
+        model, fit, test_states, t_train = _train_adapter(cfg, model_cfg, backbone, ckpt, train_ev, val_ev,
+                                                          test_ev, weights, log)
+        preds = predict(model, test_ev, test_states, cfg.batch_size)
+        trainable, adapter_params = model.n_trainable(adapter_only=False), model.n_trainable(adapter_only=True)
     kin = event_kinematics(cfg, test_ev) if cfg.task == "tracking" and cfg.data else None
     metrics = score(cfg.task, test_ev, preds, kin)
     result = {
@@ -95,9 +94,12 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
         "checkpoint_hash": ckpt,
         "n_train_events": len(train_ev),
         "n_test_events": len(test_ev),
-        "trainable_params": model.n_trainable(adapter_only=False),
-        "adapter_params": model.n_trainable(adapter_only=True),
+        "trainable_params": trainable,
+        "adapter_params": adapter_params,
         "backbone_params": sum(p.numel() for p in backbone.parameters()) if backbone is not None else 0,
+        # the frozen FM's size, for Table 2's rows: width and depth
+        "backbone_size": f"w{model_cfg.d_model}-L{model_cfg.n_layers}" if cfg.source == "fm" else "",
+        "data_fingerprint": fingerprint,
         "metrics": metrics,
         "train": fit,
         "train_seconds": t_train,
@@ -112,6 +114,29 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
         result["mlflow_run_id"] = log_to_mlflow(cfg, result, name=name, out=out)
         write_json(result, out / "result.json")
     return result
+
+
+def _train_adapter(cfg, model_cfg, backbone, ckpt, train_ev, val_ev, test_ev, weights, log):
+    """The FM / AdapterOnly / from-scratch path: features (frozen FM states, cached) -> adapter.
+    Returns the model, its training record, the test split's states (None unless fm) and the
+    training time in seconds (the adapter's loop, not the feature computation)."""
+    states = {"train": None, "val": None, "test": None}
+    if cfg.source == "fm":
+        from fm4npp.downstream.features import FeatureCache, backbone_states
+
+        cache = FeatureCache(cfg.cache_dir or paths.feature_cache(cfg.storage or None), ckpt)
+        for name, evs in (("train", train_ev), ("val", val_ev), ("test", test_ev)):
+            states[name] = backbone_states(backbone, evs, cache=cache, batch_size=cfg.batch_size, progress=True)
+        log(f"feature cache {cache.dir}: {cache.hits} hits, {cache.misses} misses")
+
+    torch.manual_seed(cfg.seed)
+    source = build_source(cfg, model_cfg)
+    if hasattr(source, "fit_whitening"):
+        source.fit_whitening(train_ev, states["train"], WHITEN_FIT_POINTS)
+    model = DownstreamModel(cfg.task, source, cfg, weights)
+    t0 = time.time()
+    fit = train(model, cfg, train_ev, states["train"], val_ev, states["val"], log=log)
+    return model, fit, states["test"], time.time() - t0
 
 
 def evaluate_adapter(directory: str | Path, data: str = "", split: str = "", n_events: int = 0,
@@ -134,7 +159,12 @@ def evaluate_adapter(directory: str | Path, data: str = "", split: str = "", n_e
         cache = FeatureCache(cfg.cache_dir or paths.feature_cache(cfg.storage or None),
                              result["checkpoint_hash"])
         states = backbone_states(backbone, events, cache=cache, batch_size=batch_size)
-    preds = predict(model, events, states, batch_size)
+    if cfg.source in HIT_GNNS + TRACK_GNNS:
+        from fm4npp.downstream.gnn.run import predict_gnn
+
+        preds = predict_gnn(model, cfg, events)
+    else:
+        preds = predict(model, events, states, batch_size)
     kin = event_kinematics(cfg, events) if cfg.task == "tracking" else None
     out = dict(result)
     out.update(metrics=score(cfg.task, events, preds, kin), n_test_events=len(events))
