@@ -190,3 +190,16 @@ def test_classifier_dropout_trains_stochastic_and_predicts_exactly():
     x2 = x.clone()
     x2[1, 30:] = 5.0  # padding cannot leak into real points through attention
     assert torch.allclose(a[1, :30], m(x2, mask)[1, :30], atol=1e-6)
+
+
+def test_fm_rows_of_one_size_are_told_apart_by_objective():
+    """Table 2 rows key FMs by this label: two objectives at one size must not share a row."""
+    from fm4npp.downstream.train import _backbone_label
+    from fm4npp.model.presets import get_preset
+
+    w32, bi = get_preset("w32"), get_preset("w32", bidirectional=True)
+    assert _backbone_label(w32, {}) == _backbone_label(w32, {"objective": {"name": "knn"}}) == "w32-L4"
+    labels = {_backbone_label(w32, {"objective": {"name": "masked", "mask_fraction": 0.3}}),
+              _backbone_label(w32, {"objective": {"name": "masked", "mask_fraction": 0.6}}),
+              _backbone_label(bi, {"objective": {"name": "masked", "mask_fraction": 0.3}})}
+    assert labels == {"w32-L4 masked", "w32-L4 masked-m60", "w32-L4 masked-bi"}

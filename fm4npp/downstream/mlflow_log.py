@@ -23,6 +23,17 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
+def result_tags(cfg: FinetuneConfig, result: dict) -> dict:
+    """The tags a finetuning run carries (module docstring), from its config and result."""
+    info = model_info(cfg.source)
+    fp = result.get("data_fingerprint", {})
+    return {"fm4npp.task": cfg.task, "fm4npp.source": cfg.source, "fm4npp.model": BY_SOURCE[cfg.source],
+            "fm4npp.model_family": info.family, "fm4npp.trainable_params": str(result["trainable_params"]),
+            "fm4npp.backbone_size": result.get("backbone_size", ""), "fm4npp.seed": str(cfg.seed),
+            "fm4npp.n_test_events": str(result["n_test_events"]),
+            **{f"fm4npp.{k}": v for k, v in fp.items()}}
+
+
 def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None = None, name: str = "",
                   out: str | Path | None = None) -> str:
     """One MLflow run with the config, the metrics, result.json and (from ``out``) the adapter
@@ -30,15 +41,8 @@ def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None =
     from fm4npp import runs
 
     name = name or run_name(cfg, result["n_train_events"])
-    info = model_info(cfg.source)
-    fp = result.get("data_fingerprint", {})
-    tags = {"fm4npp.task": cfg.task, "fm4npp.source": cfg.source, "fm4npp.model": BY_SOURCE[cfg.source],
-            "fm4npp.model_family": info.family, "fm4npp.trainable_params": str(result["trainable_params"]),
-            "fm4npp.backbone_size": result.get("backbone_size", ""), "fm4npp.seed": str(cfg.seed),
-            "fm4npp.n_test_events": str(result["n_test_events"]),
-            **{f"fm4npp.{k}": v for k, v in fp.items()}}
     run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_run_id, experiment=cfg.experiment,
-                            storage=cfg.storage or None, tags=tags)
+                            storage=cfg.storage or None, tags=result_tags(cfg, result))
     m = flat_metrics(result["metrics"])
     m.update({k: float(result[k]) for k in ("n_train_events", "trainable_params", "adapter_params",
                                              "backbone_params", "train_seconds")})

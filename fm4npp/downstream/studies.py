@@ -59,7 +59,7 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
     """Run (or resume) every cell; returns one summary dict per cell."""
     from fm4npp import runs
     from fm4npp.downstream.features import load_backbone
-    from fm4npp.downstream.mlflow_log import flat_metrics
+    from fm4npp.downstream.mlflow_log import flat_metrics, result_tags
     from fm4npp.downstream.splits import load_split, serialization
     from fm4npp.downstream.train import finetune
 
@@ -102,6 +102,9 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
         except BaseException:
             runs.end_run(run_id, "FAILED")
             raise
+        c = runs.client()  # the tags of `fm4npp finetune` runs: analysis/table2.py reads cells too
+        for k, v in result_tags(cfg, res).items():
+            c.set_tag(run_id, k, v)
         m = flat_metrics(res["metrics"])
         m.update(backbone_params=float(res["backbone_params"]), adapter_params=float(res["adapter_params"]),
                  trainable_params=float(res["trainable_params"]), n_train_events=float(res["n_train_events"]),

@@ -97,8 +97,9 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
         "trainable_params": trainable,
         "adapter_params": adapter_params,
         "backbone_params": sum(p.numel() for p in backbone.parameters()) if backbone is not None else 0,
-        # the frozen FM's size, for Table 2's rows: width and depth
-        "backbone_size": f"w{model_cfg.d_model}-L{model_cfg.n_layers}" if cfg.source == "fm" else "",
+        # the frozen FM's size, for Table 2's rows: width and depth, and its objective when it
+        # is not the paper's (FMs of one size but other objectives are other rows)
+        "backbone_size": _backbone_label(model_cfg, extra) if cfg.source == "fm" else "",
         "data_fingerprint": fingerprint,
         "metrics": metrics,
         "train": fit,
@@ -193,3 +194,17 @@ def compare(base: FinetuneConfig, sources: Sequence[str], splits: dict | None = 
         log(f"== {base.task} / {src}: {len(splits['train'])} train events available")
         results.append(finetune(cfg, splits, log=log))
     return results
+
+
+def _backbone_label(model_cfg, extra: dict) -> str:
+    """``w32-L4``, ``w32-L4 masked-bi``: size, then the objective unless it is the paper's kNN."""
+    from fm4npp.pretrain.config import PretrainConfig
+
+    record = extra.get("objective") or {}
+    objective = record.get("name", "knn")
+    mask = record.get("mask_fraction", PretrainConfig.mask_fraction)
+    if mask != PretrainConfig.mask_fraction:
+        objective += f"-m{100 * mask:g}"
+    direction = "-bi" if model_cfg.bidirectional else ""
+    size = f"w{model_cfg.d_model}-L{model_cfg.n_layers}"
+    return size if objective == "knn" and not direction else f"{size} {objective}{direction}"
