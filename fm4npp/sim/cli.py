@@ -22,12 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"detector: {', '.join(known('detectors'))} or a path to a .toml file (default %(default)s)")
     p.add_argument("--facility", default=DEFAULT_FACILITY,
                    help=f"facility: {', '.join(known('facilities'))} or a path to a .toml file (default %(default)s)")
+    p.add_argument("--physics", default="baseline", choices=("baseline", "extended"),
+                   help="physics list: baseline (today's, output fixed) or extended (+ loopers followed to "
+                        "the end, Compton, photo-effect, hadronic absorption; fm4npp/sim/physics_list.py)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from fm4npp.sim.config import GeneratorConfig, SimConfig
+    from fm4npp.sim.config import GeneratorConfig, SimConfig, TransportConfig
     from fm4npp.sim.run import run_simulation
 
     if args.events < 1 or args.workers < 1 or (args.events_per_shard is not None and args.events_per_shard < 1):
@@ -36,7 +39,8 @@ def run(args) -> int:
     kw = {} if args.events_per_shard is None else {"events_per_shard": args.events_per_shard}
     try:
         cfg = SimConfig(events=args.events, seed=args.seed, workers=args.workers, detector=args.detector,
-                        generator=GeneratorConfig(facility=args.facility), **kw)
+                        generator=GeneratorConfig(facility=args.facility),
+                        transport=TransportConfig(physics=args.physics), **kw)
         cfg.physics_dict()  # reads both files: a bad one stops here, naming the file and the key
         manifest = run_simulation(cfg, args.out, progress=not args.quiet)
     except ValueError as exc:

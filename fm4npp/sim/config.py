@@ -34,6 +34,11 @@ class GeneratorConfig:
 class TransportConfig:
     """Vectorised transport of charged particles and photons through a Detector."""
 
+    # Physics list (fm4npp/sim/physics_list.py): "baseline" = the processes below as they are;
+    # "extended" adds loopers followed until they stop or leave, Compton scattering,
+    # photo-absorption, energy-dependent pair production and hadronic absorption with
+    # nuclear fragments.
+    physics: str = "baseline"
     multiple_scattering: bool = True
     energy_loss: bool = True
     decays_in_flight: bool = True
@@ -103,6 +108,9 @@ class SimConfig:
         for k in ("events", "workers"):
             d.pop(k)
         d["generator"].pop("init_cache_dir")
+        # the baseline list leaves the key of data sets made before the switch existed unchanged
+        if d["transport"]["physics"] == "baseline":
+            d["transport"].pop("physics")
         det, fac = load_detector(self.detector), load_facility(self.generator.facility)
         d["files"] = {"detector": {"name": det.name, "sha256": det.sha256},
                       "facility": {"name": fac.name, "sha256": fac.sha256}}

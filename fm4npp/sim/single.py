@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from fm4npp.sim import physics_list
 from fm4npp.sim import secondaries as sec
 from fm4npp.sim.config import DigitizeConfig, SimConfig, TransportConfig
 from fm4npp.sim.digitize import digitize
 from fm4npp.sim.geometry import Detector, get_detector
 from fm4npp.sim.media import _Media
 from fm4npp.sim.particles import _concat_dicts, concat_particles, make_particles
+from fm4npp.sim.photon_transport import interact_photons
 from fm4npp.sim.photons import convert_photons
 from fm4npp.sim.transport import propagate_charged
 
@@ -17,6 +19,8 @@ from fm4npp.sim.transport import propagate_charged
 def transport_all(P0: dict, reg: sec.TrackRegistry, det: Detector, tcfg: TransportConfig, rng) -> dict:
     """Transport particles and, generation by generation, their secondaries; returns all
     measurement-layer crossings."""
+    tcfg = physics_list.resolve(tcfg)  # baseline: unchanged
+    photons_fn = interact_photons if physics_list.is_extended(tcfg) else convert_photons
     media = _Media(det)
     parts = []
     P = P0
@@ -26,7 +30,7 @@ def transport_all(P0: dict, reg: sec.TrackRegistry, det: Detector, tcfg: Transpo
         charged = {k: v[P["q"] != 0] for k, v in P.items()}
         photons = {k: v[P["pdg"] == 22] for k, v in P.items()}
         cross, s1 = propagate_charged(charged, det, tcfg, rng, reg, media)
-        s2 = convert_photons(photons, det, tcfg, rng, reg)
+        s2 = photons_fn(photons, det, tcfg, rng, reg)
         parts.append(cross)
         P = concat_particles([s1, s2])
     keys = ("ev", "tid", "layer", "x", "y", "z", "px", "py", "pz", "m", "q")

@@ -8,7 +8,10 @@ take many iterations (capped in turns). On the way: Bethe mean energy loss with 
 effect (momentum loss along the path), Highland multiple scattering in gas steps and on
 material crossings, delta electrons with the 1/T^2 spectrum, pi/K decays in flight.
 Photons fly straight and convert into e+e- in material (P = 1 - exp(-7/9 x/X0)).
-Secondaries are returned and transported by the caller in the next generation.
+Secondaries are returned and transported by the caller in the next generation. The
+"extended" physics list (:mod:`fm4npp.sim.physics_list`) adds hadronic absorption
+(:mod:`fm4npp.sim.hadronic`) and, in the caller, the photon processes of
+:mod:`fm4npp.sim.photon_transport`.
 Units: cm, GeV, GeV/c, tesla.
 
 The pieces: :mod:`fm4npp.sim.helix` (the field step), :mod:`fm4npp.sim.media` (material along
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fm4npp.sim import hadronic, physics_list
 from fm4npp.sim import secondaries as sec
 from fm4npp.sim.config import TransportConfig
 from fm4npp.sim.emission import _decay, emit_deltas
@@ -51,6 +55,7 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
     crossings = []
     new = []
     it = 0
+    extended = physics_list.is_extended(cfg)
     while len(st["ev"]) and it < 10 * cfg.max_crossings:
         it += 1
         g = helix(st, kb, bsign)
@@ -73,6 +78,8 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         if cfg.delta_rays:
             emit_deltas(st, g, start, da, s, ndel, ndel_solid, cfg, rng, reg, new)
         stopped = _lose_and_scatter(st, g["p"], cfg, rng, ekin, dE, th2)
+        if extended:
+            stopped |= hadronic.absorb(st, M, vols, s, hit_surf, bestk, ~stopped & ~decayed, cfg, rng, reg, new)
         # decays in flight
         if decayed.any():
             new.append(_decay(st, np.nonzero(decayed)[0], cfg, rng, reg))
