@@ -74,51 +74,52 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=32, initial_state=None, return_final_
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     c = (l + pad) // Q
 
-    # Head-major blocks (b, chunk, group, head-in-group, step, ...): every (chunk, head) block
-    # is a contiguous matmul operand. The per-step decays are folded into B and C per head
-    # (d_state columns) rather than into x or y (headdim columns, usually more).
-    a = (dt * A).view(b, c, Q, g, hg).permute(0, 1, 3, 4, 2)  # (b, c, g, hg, Q) log decay
+    # Head-major blocks (b, group, head-in-group, chunk, step, ...): every (head, chunk) block
+    # is a contiguous matmul operand, and the chunks of a head are adjacent, so the chunk
+    # states feed the inter-chunk recurrence without a permute. The per-step decays are folded
+    # into B and C per head (d_state columns) rather than into x or y (headdim columns).
+    a = (dt * A).view(b, c, Q, g, hg).permute(0, 3, 4, 1, 2)  # (b, g, hg, c, Q) log decay
     a_cum = a.cumsum(-1)
-    dt_h = dt.view(b, c, Q, g, hg).permute(0, 1, 3, 4, 2)
-    xdt = (x.view(b, c, Q, g, hg, p).permute(0, 1, 3, 4, 2, 5) * dt_h.unsqueeze(-1)).contiguous()
-    Bc = B.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, Q, n)
-    Cc = C.view(b, c, Q, g, n).transpose(2, 3).unsqueeze(3)
+    dt_h = dt.view(b, c, Q, g, hg).permute(0, 3, 4, 1, 2)
+    xdt = (x.view(b, c, Q, g, hg, p).permute(0, 3, 4, 1, 2, 5) * dt_h.unsqueeze(-1)).contiguous()
+    Bc = B.view(b, c, Q, g, n).permute(0, 3, 1, 2, 4).unsqueeze(2)  # (b, g, 1, c, Q, n)
+    Cc = C.view(b, c, Q, g, n).permute(0, 3, 1, 2, 4).unsqueeze(2)
 
     # 1. diagonal blocks: y_i = sum_{j<=i} (C_i . B_j) decay[j, i] x_j dt_j per head, computed
     # transposed ([source j, target i]) to match the layout of `_decay_t`.
-    decay = _decay_t(a, masked=False)  # (b, c, g, hg, Q, Q); 1 where i < j
-    scores = (Bc @ Cc.transpose(-1, -2)).triu()  # (b, c, g, 1, Q, Q), shared by a group's heads
-    y = (scores * decay).transpose(-1, -2) @ xdt  # (b, c, g, hg, Q, p)
+    decay = _decay_t(a, masked=False)  # (b, g, hg, c, Q, Q); 1 where i < j
+    scores = (Bc @ Cc.transpose(-1, -2)).triu()  # (b, g, 1, c, Q, Q), shared by a group's heads
+    y = (scores * decay).transpose(-1, -2) @ xdt  # (b, g, hg, c, Q, p)
 
     # 2. chunk states (n, p): (B decayed to the chunk end)^T @ (x dt).
-    decay_to_end = decay[..., -1:]  # [j] = exp(a_{j+1} + ... + a_{Q-1}), (b, c, g, hg, Q, 1)
-    states = (Bc * decay_to_end).transpose(-1, -2) @ xdt  # (b, c, g, hg, n, p)
+    decay_to_end = decay[..., -1:]  # [j] = exp(a_{j+1} + ... + a_{Q-1}), (b, g, hg, c, Q, 1)
+    states = (Bc * decay_to_end).transpose(-1, -2) @ xdt  # (b, g, hg, c, n, p)
 
     # 3. states at the start of every chunk, and the final one.
     if initial_state is None:
-        s0 = states.new_zeros(b, g, hg, n, p)
+        s0 = states.new_zeros(b, g, hg, 1, n, p)
     else:
-        s0 = initial_state.view(b, g, hg, p, n).transpose(-1, -2).to(states.dtype)
-    chunk_decay = a_cum[..., -1]  # (b, c, g, hg)
+        s0 = initial_state.view(b, g, hg, 1, p, n).transpose(-1, -2).to(states.dtype)
+    chunk_decay = a_cum[..., -1]  # (b, g, hg, c)
     if c <= MAX_CHUNKS_MATRIX:
-        u = torch.cat([s0.unsqueeze(1), states], dim=1)  # (b, c+1, g, hg, n, p)
-        u = u.permute(0, 2, 3, 1, 4, 5).reshape(b, g, hg, c + 1, n * p)
-        w = _decay_t(F.pad(chunk_decay.permute(0, 2, 3, 1), (1, 0)))  # (b, g, hg, c+1, c+1)
-        s = (w.transpose(-1, -2) @ u).view(b, g, hg, c + 1, n, p).permute(0, 3, 1, 2, 4, 5)  # (b, c+1, g, hg, n, p)
-        starts, final = s[:, :-1], s[:, -1]
+        u = torch.cat([s0, states], dim=3).view(b, g, hg, c + 1, n * p)
+        w = _decay_t(F.pad(chunk_decay, (1, 0))).transpose(-1, -2)  # (b, g, hg, c+1, c+1)
+        # The starts and the final state as two matmuls: each result is contiguous.
+        starts = (w[..., :-1, :] @ u).view(b, g, hg, c, n, p)
+        final = (w[..., -1:, :] @ u).view(b, g, hg, n, p)
     else:
         gate = chunk_decay.exp()[..., None, None]
-        seq, cur = [], s0
+        seq, cur = [], s0[:, :, :, 0]
         for i in range(c):
             seq.append(cur)
-            cur = gate[:, i] * cur + states[:, i]
-        starts, final = torch.stack(seq, dim=1), cur
+            cur = gate[:, :, :, i] * cur + states[:, :, :, i]
+        starts, final = torch.stack(seq, dim=3), cur
 
     # 4. each chunk reads its starting state through C decayed to step i.
     c_decayed = (Cc * a_cum.exp().unsqueeze(-1)).reshape(-1, Q, n)
-    y = torch.baddbmm(y.reshape(-1, Q, p), c_decayed, starts.reshape(-1, n, p)).view(b, c, g, hg, Q, p)
+    y = torch.baddbmm(y.view(-1, Q, p), c_decayed, starts.reshape(-1, n, p)).view(b, g, hg, c, Q, p)
 
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * Q, h, p)[:, :l]
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, c * Q, h, p)[:, :l]
     if return_final_state:
         return y, final.transpose(-1, -2).reshape(b, h, p, n)
     return y
