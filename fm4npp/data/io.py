@@ -19,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fm4npp.data.content_checks import EMPTY_POLICIES, _flat, table_problems
 from fm4npp.data.dataset_files import open_shard, read_row_group, shard_paths
 from fm4npp.data.errors import DataError, Problem
-from fm4npp.data.schema import EVENT_SCHEMA, HIT_COLUMNS
+from fm4npp.data.schema import EVENT_SCHEMA, HIT_COLUMNS, PRE_V3_SUBSYSTEM, SUBSYSTEM_IDS, V3_COLUMNS
 from fm4npp.data.shards import MANIFEST, read_manifest, sha256_file
 
 
@@ -42,6 +43,8 @@ def iter_tables(
     ``empty``: "error" raises on events without hits, "skip" drops them from the yielded
     tables, "keep" passes them through. ``verify_hashes``: compare each shard's sha256 with
     the manifest before reading it (catches every corruption, costs one extra read).
+    Version 3 columns asked for but absent from an older file are filled with what such a file
+    means (:func:`with_pre_v3_columns`), so every table has the requested columns.
     """
     if empty not in EMPTY_POLICIES:
         raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
@@ -63,7 +66,13 @@ def iter_tables(
         row0 = 0
         for g in range(pf.num_row_groups):
             nrows = pf.metadata.row_group(g).num_rows
-            table = read_row_group(pf, path, g, row0, columns)
+            absent = [c for c in V3_COLUMNS if columns is not None and c in columns
+                      and c not in pf.schema_arrow.names]
+            # a v1/v2 file: read one present hit column for the events' hit counts
+            extra = [] if not absent or "hit_x" in columns else ["hit_x"]
+            table = read_row_group(pf, path, g, row0, columns + extra if absent else columns)
+            if absent:
+                table = with_pre_v3_columns(table, absent).drop_columns(extra).select(columns)
             if check:
                 problems = table_problems(table, str(path), row0, empty="keep" if empty == "skip" else empty)
                 if problems:
@@ -75,6 +84,21 @@ def iter_tables(
                     table = table.filter(nonempty)
             yield path, row0, table
             row0 += nrows
+
+
+def with_pre_v3_columns(table: pa.Table, names) -> pa.Table:
+    """``table`` (of a version 1/2 file, with ``hit_x``) plus the version 3 columns ``names``
+    as such a file means them: every hit a TPC hit (:data:`PRE_V3_SUBSYSTEM`), resolutions
+    unknown (NaN)."""
+    counts = pc.fill_null(pc.list_value_length(table.column("hit_x")), 0).to_numpy()
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    fill = {"hit_subsystem": SUBSYSTEM_IDS[PRE_V3_SUBSYSTEM]}
+    for name in names:
+        typ = HIT_COLUMNS[name]
+        values = pa.array(np.full(int(counts.sum()), fill.get(name, np.nan)), type=typ)
+        field = EVENT_SCHEMA.field(name)
+        table = table.append_column(field, pa.ListArray.from_arrays(offsets, values, type=field.type))
+    return table
 
 
 def table_to_events(table: pa.Table) -> Iterator[dict]:

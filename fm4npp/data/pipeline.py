@@ -29,6 +29,7 @@ from collections import Counter
 
 import numpy as np
 
+from fm4npp.data.schema import PRE_V3_SUBSYSTEM, SUBSYSTEM_IDS
 from fm4npp.serialize.bins import Bins
 from fm4npp.serialize.config import PipelineConfig, SerializeConfig
 from fm4npp.serialize.events import (CROPPED, DROPPED_CAP, KEPT, SEEN, SKIPPED_FEW, check_compatible,
@@ -38,6 +39,7 @@ from fm4npp.serialize.splits import (READ_COLUMNS, SPLITS, event_uniform, in_fra
 
 # The ids-to-split functions and the split reader live in fm4npp.serialize.splits (the bins fit
 # uses them too); they are re-exported here, where most callers look for them.
+ALL_TPC = SUBSYSTEM_IDS[PRE_V3_SUBSYSTEM]
 PLACE_COLUMNS = ["_file", "_row"]  # where each event came from (Ray path), for error messages
 
 
@@ -98,6 +100,7 @@ def row_to_event(row) -> dict:
         "track_id": np.asarray(row["track_id"], dtype=np.int32),
         "pid_class": np.asarray(row["pid_class"], dtype=np.int8),
         "noise": np.asarray(row["noise"], dtype=bool),
+        "subsystem": np.asarray(row["subsystem"], dtype=np.int8),
         **({"target_energy": np.asarray(row["target_energy"], dtype=np.float32).reshape(n, k)}
            if row.get("target_energy") is not None else {}),
     }
@@ -114,8 +117,9 @@ def collate(events) -> dict:
     Accepts a list of serialized event dicts, or a Ray numpy batch (dict of columns, ragged
     ones as object arrays). Keys: coords (B,L,3) f32, energy (B,L) f32, mask (B,L) bool,
     targets (B,L,k,3) f32, target_mask (B,L,k) bool, weight (B,) f32, event_id (B,) i64,
-    track_id / pid_class / noise / order (B,L) i64 padded with -1; target_energy (B,L,k) f32
-    when every event carries it.
+    track_id / pid_class / noise / order / subsystem (B,L) i64 padded with -1 (subsystem: the
+    schema's ids in scan order, the model's input); target_energy (B,L,k) f32 when every
+    event carries it.
     """
     import torch
 
@@ -139,16 +143,17 @@ def collate(events) -> dict:
         "weight": np.array([e["weight"] for e in events], np.float32),
         "event_id": np.array([e["event_id"] for e in events], np.int64),
     }
-    for key in ("track_id", "pid_class", "noise", "order"):
+    ints = ("track_id", "pid_class", "noise", "order", "subsystem")
+    for key in ints:
         out[key] = np.full((b, length), -1, np.int64)
-    padded = ["coords", "energy", "targets", "target_mask", "track_id", "pid_class", "noise", "order"]
+    padded = ["coords", "energy", "targets", "target_mask", *ints]
     if all("target_energy" in e for e in events):  # the neighbours' energies (knn_energy)
         out["target_energy"] = np.zeros((b, length, k), np.float32)
         padded.append("target_energy")
     for i, (e, n) in enumerate(zip(events, lengths)):
         out["mask"][i, :n] = True
-        for key in padded:
-            out[key][i, :n] = e[key]
+        for key in padded:  # an event made without subsystems (by hand, older code): all TPC
+            out[key][i, :n] = e[key] if key != "subsystem" else e.get(key, ALL_TPC)
     return {key: torch.from_numpy(v) for key, v in out.items()}
 
 
@@ -177,6 +182,7 @@ def _to_arrow(events: list[dict]):
         "track_id": lists("track_id", np.int32),
         "pid_class": lists("pid_class", np.int8),
         "noise": lists("noise", np.bool_),
+        "subsystem": lists("subsystem", np.int8),
         **({"target_energy": lists("target_energy", np.float32)}
            if events and all("target_energy" in e for e in events) else {}),
     })

@@ -3,7 +3,8 @@
 Options (ModelConfig), all off by default, where the model is the paper's:
 - ``bidirectional``: each block adds a second Mamba2 that reads the event backwards;
 - ``mask_token``: a learned embedding replacing the inputs of points an objective hides;
-- ``output_heads``: extra per-point linear heads beside the kNN head, for other objectives.
+- ``output_heads``: extra per-point linear heads beside the kNN head, for other objectives;
+- ``n_subsystems``: each point's subsystem id embedded, zero for the TPC (embed.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .config import ModelConfig
+from .config import REFERENCE_SUBSYSTEM, ModelConfig
 from .embed import PointEmbedding
 from .mamba2 import Mamba2
 
@@ -97,6 +98,7 @@ class FM4NPP(nn.Module):
         for blk in self.blocks:
             for mixer in blk.mixers():
                 mixer.out_proj.weight.div_(math.sqrt(branches))
+        self.embed.reset_subsystem()
         if self.mask_token is not None:
             nn.init.normal_(self.mask_token, std=0.02)  # BERT / MAE: small, not zero
         if self.cfg.mup:
@@ -107,7 +109,7 @@ class FM4NPP(nn.Module):
                 head.weight.mul_(1 / math.sqrt(width_mult(self.cfg)))
 
     def forward(self, coords, energy, mask=None, return_hidden=False, input_mask=None,
-                return_heads=False):
+                return_heads=False, subsystem=None):
         """coords (b, l, 3), energy (b, l), mask (b, l) bool True = real point (right padding).
 
         Returns preds (b, l, k, 3) and, if return_hidden, the input embedding followed by the
@@ -118,7 +120,11 @@ class FM4NPP(nn.Module):
         input_mask (b, l) bool, True = hidden point: its inputs are dropped and its embedding
         is the mask token (needs ModelConfig.mask_token). return_heads: instead of preds, a dict
         {"knn": preds, name: (b, l, size) for each of ModelConfig.output_heads}.
+
+        subsystem (b, l) int: each point's id of fm4npp.data.schema.SUBSYSTEMS (None: all TPC;
+        padding may hold anything; ignored by a model with n_subsystems = 0).
         """
+        subsystem = self._subsystem_ids(subsystem, mask)
         if mask is not None:
             coords = coords.masked_fill(~mask.unsqueeze(-1), 0.0)
             energy = energy.masked_fill(~mask, 0.0)
@@ -129,7 +135,7 @@ class FM4NPP(nn.Module):
             # dropped, not only overwritten: no gradient or NaN reaches a hidden point's input
             coords = coords.masked_fill(input_mask.unsqueeze(-1), 0.0)
             energy = energy.masked_fill(input_mask, 0.0)
-        x = self.embed(coords, energy)
+        x = self.embed(coords, energy, subsystem)
         if input_mask is not None:
             x = torch.where(input_mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
         rev = (reversal_index(mask, x.shape[0], x.shape[1], x.device)
@@ -144,6 +150,18 @@ class FM4NPP(nn.Module):
         if return_heads:
             out = {"knn": out, **{name: head(h) for name, head in self.output_heads.items()}}
         return (out, hidden) if return_hidden else out
+
+    def _subsystem_ids(self, subsystem, mask):
+        if subsystem is None or self.embed.subsystem is None:
+            return None
+        subsystem = subsystem.long()
+        if mask is not None:
+            subsystem = subsystem.masked_fill(~mask, REFERENCE_SUBSYSTEM)
+        bad = (subsystem < 0) | (subsystem >= self.cfg.n_subsystems)
+        if bool(bad.any()):
+            raise ValueError(f"subsystem ids {sorted(set(subsystem[bad].tolist()))[:5]} outside "
+                             f"0..{self.cfg.n_subsystems - 1} (ModelConfig.n_subsystems)")
+        return subsystem
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from fm4npp.data.schema import PRE_V3_SUBSYSTEM, SUBSYSTEM_IDS, SUBSYSTEMS
 from fm4npp.serialize.config import SerializeConfig
+
+# The subsystem whose embedding row is pinned at zero: every hit before schema version 3 is
+# one of it, so on such data the subsystem embedding changes nothing.
+REFERENCE_SUBSYSTEM = SUBSYSTEM_IDS[PRE_V3_SUBSYSTEM]
+N_SUBSYSTEM_IDS = len(SUBSYSTEMS)  # ModelConfig.n_subsystems that embeds every id of the schema
 
 
 @dataclass
@@ -43,6 +49,10 @@ class ModelConfig:
     # Extra per-point output heads {name: outputs per point} a pretraining objective trains
     # beside the kNN head (which is always there: the downstream reads k off its shape).
     output_heads: dict[str, int] = field(default_factory=dict)
+    # Subsystem ids embedded, 0 = no subsystem input (every model before it: same parameters,
+    # same outputs); N_SUBSYSTEM_IDS embeds all of fm4npp.data.schema.SUBSYSTEMS. Added to the
+    # point embedding; zero at init and, for the TPC, always (embed.py).
+    n_subsystems: int = 0
 
     @property
     def d_inner(self) -> int:
@@ -70,6 +80,9 @@ class ModelConfig:
         self.output_heads = {str(n): int(s) for n, s in self.output_heads.items()}
         if any(s <= 0 for s in self.output_heads.values()):
             problems.append(f"output_heads need positive sizes, got {self.output_heads}")
+        if self.n_subsystems and not REFERENCE_SUBSYSTEM < self.n_subsystems <= len(SUBSYSTEMS):
+            problems.append(f"n_subsystems={self.n_subsystems}: 0 (off) or {REFERENCE_SUBSYSTEM + 1}.."
+                            f"{N_SUBSYSTEM_IDS} (ids of {SUBSYSTEMS})")
         if not 0 < self.dt_min <= self.dt_max:
             problems.append("need 0 < dt_min <= dt_max")
         if problems:

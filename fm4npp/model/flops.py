@@ -7,6 +7,7 @@ kernel on GPU; it would add 2 * conv_dim * d_conv per token, about 1 %). The SSD
 counted as executed by `fm4npp.model.ssd.ssd_chunked`, including the masked half of the
 diagonal blocks and the padding of the last chunk. A bidirectional model runs two mixers
 per block (the reversal is a gather: not counted); extra output heads count like the kNN head.
+The subsystem embedding is a gather too: parameters, no FLOPs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def count_params(cfg: ModelConfig) -> int:
         + di  # gated norm weight
         + (di + b) * d  # out_proj
     )
-    embed = 2 * d + (cfg.pos_dim + 1) * d + (d if cfg.mask_token else 0)
+    embed = 2 * d + (cfg.pos_dim + 1) * d + (d if cfg.mask_token else 0) + cfg.n_subsystems * d
     head = (d + 1) * (3 * cfg.k + sum(cfg.output_heads.values()))
     return embed + cfg.n_layers * (d + _directions(cfg) * mixer) + d + head
 

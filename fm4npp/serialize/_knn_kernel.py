@@ -14,10 +14,14 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def outward_knn(cs, orig, k, periodic, out, out_d2):
+def outward_knn(cs, orig, zm, k, periodic, out, out_d2):
     """cs: (N, 3) float64 (r, phi, eta) sorted by r; orig: (N,) int64 original index of each
-    row; out: (N, k) int64 filled with -1 and out_d2: (N, k) float64 filled with inf, both
-    written at the original indices (neighbour indices and their squared distances).
+    row; zm: (N,) bool whether the row's z (so eta) is measured; out: (N, k) int64 filled with
+    -1 and out_d2: (N, k) float64 filled with inf, both written at the original indices
+    (neighbour indices and their squared distances).
+
+    Rows without a measured z are never neighbours, and rank their own by (r, phi) alone
+    (deta = 0, added like any other term, as in `knn.pair_sq_dist`).
 
     For each row, scan the rows of larger r in increasing r, keeping the k best (d2, index)
     sorted by insertion; stop once dr^2 alone exceeds the k-th d2 (r is sorted, and
@@ -38,11 +42,13 @@ def outward_knn(cs, orig, k, periodic, out, out_d2):
             drr = dr * dr
             if cnt == k and drr > best_d[k - 1]:
                 break
+            if not zm[q]:
+                continue
             dphi = pi - cs[q, 1]
             if periodic:
                 dphi = abs(dphi)
                 dphi = min(dphi, 1.0 - dphi)
-            deta = ei - cs[q, 2]
+            deta = ei - cs[q, 2] if zm[p] else 0.0
             d = (drr + dphi * dphi) + deta * deta
             j = orig[q]
             if cnt == k:

@@ -27,7 +27,8 @@ import numpy as np
 
 from fm4npp.files import atomic_write_json
 from fm4npp.serialize.config import SerializeConfig
-from fm4npp.serialize.coords import ETA, PHI, R, detector_geometry, normalise, normalised_coords, transform_energy
+from fm4npp.serialize.coords import (ETA, PHI, R, detector_geometry, normalise, normalised_coords, transform_energy,
+                                    z_measured)
 
 FORMAT = "fm4npp.serialize.bins"
 VERSION = 1
@@ -142,15 +143,54 @@ def resolved_ranges(cfg: SerializeConfig) -> dict:
     return {"r_cm": list(r_range), "phi": list(cfg.phi_range), "eta": list(cfg.eta_range)}
 
 
-def r_edges_from_modules(module_edges_cm, r_range_cm, bins_per_module: int) -> list[float]:
-    """Normalised r edges: each module split into equal r slices, boundaries between modules at
-    the middle of the gap; outer edges at 0 and 1."""
+def _share(n: int, weights) -> list[int]:
+    """n split over len(weights) parts in proportion to weights (largest remainder, ties to the
+    first part), every part at least 1 (n >= len(weights))."""
+    w = np.asarray(weights, dtype=np.float64)
+    quota = 1 + (n - len(w)) * w / w.sum()
+    out = np.floor(quota).astype(int)
+    rest = np.argsort(-(quota - out), kind="stable")[: n - int(out.sum())]
+    out[rest] += 1
+    return out.tolist()
+
+
+def r_cuts_cm(layer_radii_cm, module_edges_cm, n_r: int) -> list[float]:
+    """The n_r - 1 raster-grid r boundaries [cm], always between measurement layers, so no
+    layer is split and the r bins go inside out (silicon before the TPC).
+
+    n_r >= modules: every module gets its own bins, the extra ones shared in proportion to the
+    modules' layer counts (the TPC-only default: 2 per module); a module of L layers split in
+    m bins is cut after layers round(j L / m), between modules in the middle of the gap.
+    n_r < modules (e.g. a 9-superlayer drift chamber): cuts only in module gaps, at those
+    closest to equal layer counts per bin."""
+    radii = np.sort(np.asarray(layer_radii_cm, dtype=np.float64))
     modules = sorted((float(lo), float(hi)) for lo, hi in module_edges_cm)
+    per_module = [radii[(radii >= lo) & (radii <= hi)] for lo, hi in modules]
+    sizes = [len(r) for r in per_module]
+    if min(sizes, default=0) == 0 or sum(sizes) != len(radii):
+        raise ValueError(f"layer radii {radii.tolist()} do not fall one module each in {modules}")
+    gaps = [0.5 * (modules[i - 1][1] + modules[i][0]) for i in range(1, len(modules))]
+    if n_r < len(modules):
+        bounds = np.cumsum(sizes)[:-1]  # layers below each module gap
+        picked = sorted({int(np.argmin(np.abs(bounds - j * len(radii) / n_r))) for j in range(1, n_r)})
+        if len(picked) != n_r - 1:
+            raise ValueError(f"cannot place {n_r} r bins on module gaps of {len(modules)} modules")
+        return [gaps[i] for i in picked]
     cuts = []
-    for i, (lo, hi) in enumerate(modules):
+    for i, (r, m) in enumerate(zip(per_module, _share(n_r, sizes))):
         if i > 0:
-            cuts.append(0.5 * (modules[i - 1][1] + lo))
-        cuts += [lo + (hi - lo) * j / bins_per_module for j in range(1, bins_per_module)]
+            cuts.append(gaps[i - 1])
+        for j in range(1, m):
+            g = min(max(1, round(j * len(r) / m)), len(r) - 1) if len(r) > 1 else None
+            if g is None:
+                raise ValueError(f"module {modules[i]} has one layer and cannot hold {m} r bins")
+            cuts.append(0.5 * (r[g - 1] + r[g]))
+    return cuts
+
+
+def r_edges(geo, r_range_cm, n_r: int) -> list[float]:
+    """Normalised r edges of the raster grid (see r_cuts_cm); outer edges at 0 and 1."""
+    cuts = r_cuts_cm(geo.layer_radii_cm, geo.module_edges_cm, n_r)
     return [0.0] + [float(normalise(c, *r_range_cm)) for c in cuts] + [1.0]
 
 
@@ -187,9 +227,6 @@ def make_bins(cfg: SerializeConfig, phi_norm: np.ndarray, eta_norm: np.ndarray, 
               ranges: dict, difficulty: dict | None, fit_info: dict) -> Bins:
     geo = detector_geometry(cfg.detector)
     n_r, n_eta, n_phi = cfg.n_bins
-    n_mod = len(geo.module_edges_cm)
-    if n_r % n_mod:
-        raise ValueError(f"n_bins r={n_r} is not a multiple of the {n_mod} detector modules")
     e = transform_energy(energy, cfg.energy_transform)
     std = float(e.std())
     content = {
@@ -200,7 +237,7 @@ def make_bins(cfg: SerializeConfig, phi_norm: np.ndarray, eta_norm: np.ndarray, 
                      "module_edges_cm": [list(m) for m in geo.module_edges_cm],
                      "snap_r_tol_cm": float(cfg.snap_r_tol_cm)},
         "edges": {
-            "r": r_edges_from_modules(geo.module_edges_cm, ranges["r_cm"], n_r // n_mod),
+            "r": r_edges(geo, ranges["r_cm"], n_r),
             "eta": equal_frequency_edges(eta_norm, n_eta),
             "phi": equal_frequency_edges(phi_norm, n_phi),
         },
@@ -214,9 +251,11 @@ def make_bins(cfg: SerializeConfig, phi_norm: np.ndarray, eta_norm: np.ndarray, 
 
 
 def fit_bins(events, cfg: SerializeConfig, source: str = "") -> Bins:
-    """Fit a bins file on an iterable of event dicts (hit_x, hit_y, hit_z [cm], hit_energy).
+    """Fit a bins file on an iterable of event dicts (hit_x, hit_y, hit_z [cm], hit_energy,
+    optionally hit_sigma_z).
 
     Events with fewer than 2 points, and (cap policy "drop") events over the cap, are skipped.
+    The eta edges are fitted on points with a measured z only (the others all sit at eta 0).
     """
     from fm4npp.serialize.knn import mean_neighbor_distance, next_neighbors
 
@@ -230,10 +269,11 @@ def fit_bins(events, cfg: SerializeConfig, source: str = "") -> Bins:
             continue
         coords = normalised_coords(ev["hit_x"], ev["hit_y"], ev["hit_z"], ranges,
                                    geo.layer_radii_cm, cfg.snap_r_tol_cm)
+        zm = z_measured(ev.get("hit_sigma_z"), n)
         phis.append(coords[:, PHI])
-        etas.append(coords[:, ETA])
+        etas.append(coords[zm, ETA])
         energies.append(np.asarray(ev["hit_energy"], dtype=np.float64))
-        d, d2 = mean_neighbor_distance(next_neighbors(coords, cfg.k, cfg.periodic_phi)[1])
+        d, d2 = mean_neighbor_distance(next_neighbors(coords, cfg.k, cfg.periodic_phi, zm)[1])
         md.append(d)
         msd.append(d2)
         n_events += 1
@@ -254,8 +294,31 @@ def fit_bins_from_dir(data_dir, cfg: SerializeConfig, pipeline_cfg=None) -> Bins
     from fm4npp.serialize.splits import iter_split_events
 
     pcfg = pipeline_cfg if pipeline_cfg is not None else PipelineConfig(serialize=cfg)
-    events = iter_split_events(data_dir, "train", pcfg, columns=["event_id", "hit_x", "hit_y", "hit_z", "hit_energy"])
+    recorded = dataset_detector(data_dir)
+    if recorded is not None and recorded != detector_name(cfg.detector):
+        raise ValueError(f"data set {data_dir} was simulated with detector {recorded!r}, the serialization "
+                         f"config names {cfg.detector!r}: fit with --detector {recorded}")
+    events = iter_split_events(data_dir, "train", pcfg,
+                               columns=["event_id", "hit_x", "hit_y", "hit_z", "hit_energy", "hit_sigma_z"])
     return fit_bins(itertools.islice(events, cfg.fit_events), cfg, source=_source_id(data_dir))
+
+
+def detector_name(name_or_path: str) -> str:
+    """The name inside a detector file (a path or a name of fm4npp/sim/detectors/)."""
+    from fm4npp.sim.geometry import get_detector
+
+    return get_detector(name_or_path).name
+
+
+def dataset_detector(data_dir) -> str | None:
+    """The detector name a data set's manifest records; None without one (imported data,
+    bare shards)."""
+    from fm4npp.data.shards import read_manifest  # here: it imports pyarrow, bins need not
+
+    path = Path(data_dir)
+    manifest = read_manifest(path, missing_ok=True) if path.is_dir() else None
+    detector = (manifest or {}).get("detector") or {}
+    return detector.get("name") if isinstance(detector, dict) else None
 
 
 def _source_id(data_dir) -> str:

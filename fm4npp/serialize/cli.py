@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     f.add_argument("--out", help="bins JSON to write (default: DATA/bins.json)")
     f.add_argument("--events", type=int, help="events to fit on (default: SerializeConfig.fit_events)")
     f.add_argument("--k", type=int, help="neighbours per point for the difficulty weights")
-    f.add_argument("--detector", help="detector factory in fm4npp.sim.geometry (default sphenix_tpc)")
+    f.add_argument("--detector", help="detector name or file (default: the data set's manifest's, "
+                                      "else SerializeConfig.detector)")
     f.add_argument("--max-points", type=int, help="point cap (0: none); events over it are not fitted on")
     f.set_defaults(func=fit_handler)
 
@@ -30,11 +31,11 @@ def register(subparsers) -> None:
 def fit_handler(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fm4npp.serialize.bins import fit_bins_from_dir, save_bins
+    from fm4npp.serialize.bins import dataset_detector, fit_bins_from_dir, save_bins
     from fm4npp.serialize.config import SerializeConfig
 
     try:
-        changes = {"fit_events": args.events, "k": args.k, "detector": args.detector,
+        changes = {"fit_events": args.events, "k": args.k, "detector": args.detector or dataset_detector(args.data),
                    "max_points": args.max_points}
         cfg = SerializeConfig(**{k: v for k, v in changes.items() if v is not None})
         bins = fit_bins_from_dir(args.data, cfg)

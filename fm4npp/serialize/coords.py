@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fm4npp.sim.config import DEFAULT_DETECTOR
 from fm4npp.sim.geometry import get_detector
 
 R, PHI, ETA = 0, 1, 2
@@ -16,13 +17,14 @@ R, PHI, ETA = 0, 1, 2
 
 @dataclass(frozen=True)
 class RadialGeometry:
-    """What serialization needs from a detector: pad-row radii and module r boundaries [cm]."""
+    """What serialization needs from a detector: its measurement-layer radii (pad rows, silicon
+    layers, wires) and module r boundaries [cm], all subsystems together."""
 
     layer_radii_cm: tuple[float, ...]
     module_edges_cm: tuple[tuple[float, float], ...]
 
 
-def detector_geometry(name: str = "sphenix_tpc") -> RadialGeometry:
+def detector_geometry(name: str = DEFAULT_DETECTOR) -> RadialGeometry:
     """Layer radii and module edges of `fm4npp.sim.geometry.get_detector(name)` (the one
     geometry definition; sim is below serialize, so this is a plain downward import).
     An unknown name is a ValueError listing the known detectors."""
@@ -59,6 +61,18 @@ def snap_to_layers(r: np.ndarray, layer_radii_cm, tol_cm: float) -> np.ndarray:
     hi = radii[np.clip(pos, 0, len(radii) - 1)]
     nearest = np.where(np.abs(r - lo) <= np.abs(r - hi), lo, hi)
     return np.where(np.abs(r - nearest) <= tol_cm, nearest, r)
+
+
+def z_measured(sigma_z, n: int) -> np.ndarray:
+    """(n,) bool: which points have a measured z, from the schema's ``hit_sigma_z`` (+inf: not
+    measured, an axial wire whose z is stored as 0; NaN: unknown, taken as measured; None, a
+    file before schema version 3: all measured)."""
+    if sigma_z is None:
+        return np.ones(n, dtype=bool)
+    s = np.asarray(sigma_z, dtype=np.float64)
+    if s.shape != (n,):
+        raise ValueError(f"hit_sigma_z has {s.shape[0] if s.ndim else 0} values for {n} hits")
+    return ~np.isposinf(s)
 
 
 def normalise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:

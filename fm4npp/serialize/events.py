@@ -5,7 +5,13 @@ Serialized event (points in serialized order):
   targets (N, k, 3) f32 next-neighbour coords (0 where missing); target_mask (N, k) bool;
   target_energy (N, k) f32 the same neighbours' standardised energies (0 where missing);
   weight f32 scalar (difficulty weight); event_id int64; order (N,) int64 original hit index;
-  track_id (N,) int32; pid_class (N,) int8; noise (N,) bool.
+  track_id (N,) int32; pid_class (N,) int8; noise (N,) bool; subsystem (N,) int8 (the ids of
+  fm4npp.data.schema.SUBSYSTEMS; all TPC for files before schema version 3).
+
+Several subsystems: the raster grid's r bins never straddle two modules, so the scan goes
+subsystem by subsystem inside out (MVTX, INTT, TPC). Hits whose z is not measured
+(hit_sigma_z = +inf) keep their stored z = 0 (eta 0) as input, are no point's kNN target and
+pick their own targets by (r, phi) alone (fm4npp.serialize.knn).
 
 Targets are computed on the whole event; with cap policy "crop" the sequence is then cut to its
 first max_points (the innermost part of the raster order), keeping each point's true targets.
@@ -20,7 +26,8 @@ import numpy as np
 
 from fm4npp.serialize.bins import Bins
 from fm4npp.serialize.config import SerializeConfig
-from fm4npp.serialize.coords import normalised_coords, standardised_energy
+from fm4npp.data.schema import PRE_V3_SUBSYSTEM, SUBSYSTEM_IDS, SUBSYSTEMS
+from fm4npp.serialize.coords import normalised_coords, standardised_energy, z_measured
 from fm4npp.serialize.knn import (gather_neighbor_values, gather_targets, mean_neighbor_distance,
                                   next_neighbors)
 from fm4npp.serialize.order import serialize_order
@@ -30,7 +37,9 @@ SEEN, KEPT, SKIPPED_FEW, DROPPED_CAP, CROPPED = (
     "events_seen", "events_serialized", "skipped_lt2_points", "dropped_over_cap", "cropped_over_cap")
 
 _TRUTH = (("hit_track_id", "track_id", np.int32, -1), ("hit_pid_class", "pid_class", np.int8, 0),
-          ("hit_noise", "noise", np.bool_, False))
+          ("hit_noise", "noise", np.bool_, False),
+          ("hit_subsystem", "subsystem", np.int8, SUBSYSTEM_IDS[PRE_V3_SUBSYSTEM]))
+_PER_POINT = ("coords", "energy", "targets", "target_mask", "target_energy", "order") + tuple(t[1] for t in _TRUTH)
 
 
 def check_compatible(bins: Bins, cfg: SerializeConfig) -> None:
@@ -77,10 +86,11 @@ def serialize_event(event: dict, bins: Bins, cfg: SerializeConfig, stats: Counte
     coords = normalised_coords(x, y, z, bins.ranges, bins.layer_radii_cm, bins.snap_r_tol_cm)
     en = bins.energy
     energy = standardised_energy(event["hit_energy"], en["transform"], en["mean"], en["std"])
+    zm = z_measured(event.get("hit_sigma_z"), n)
     perm = serialize_order(coords, cfg.order, bins, _event_rng(cfg, event_id) if cfg.order == "random" else None,
                            cfg.box_order)
     coords = coords[perm]
-    idx, sq_dist = next_neighbors(coords, cfg.k, cfg.periodic_phi)
+    idx, sq_dist = next_neighbors(coords, cfg.k, cfg.periodic_phi, zm[perm])
     targets, target_mask = gather_targets(coords, idx)
     mean_d, _ = mean_neighbor_distance(sq_dist)
 
@@ -97,13 +107,17 @@ def serialize_event(event: dict, bins: Bins, cfg: SerializeConfig, stats: Counte
     }
     for src, dst, dtype, fill in _TRUTH:
         vals = event.get(src)
+        if vals is not None and len(vals) != n:
+            raise ValueError(f"event {event_id}: {src} has {len(vals)} values for {n} hits")
         out[dst] = (np.full(n, fill, dtype=dtype) if vals is None else np.asarray(vals, dtype=dtype))[perm]
+    unknown = ~np.isin(out["subsystem"], list(SUBSYSTEMS))
+    if unknown.any():
+        raise ValueError(f"event {event_id}: hit_subsystem {int(out['subsystem'][unknown][0])} is not an "
+                         f"id of {SUBSYSTEMS}")
     if crop:
         stats[CROPPED] += 1
-        m = cfg.max_points
-        for key in ("coords", "energy", "targets", "target_mask", "target_energy", "order", "track_id",
-                    "pid_class", "noise"):
-            out[key] = out[key][:m]
+        for key in _PER_POINT:
+            out[key] = out[key][:cfg.max_points]
     stats[KEPT] += 1
     return out
 
@@ -118,7 +132,7 @@ def toy_event(rng: np.random.Generator, event_id: int, n_tracks: int | None = No
     if layer_radii_cm is None:
         from fm4npp.serialize.coords import detector_geometry
 
-        layer_radii_cm = detector_geometry("sphenix_tpc").layer_radii_cm
+        layer_radii_cm = detector_geometry().layer_radii_cm
     radii = np.asarray(layer_radii_cm, dtype=np.float64)
     if n_tracks is None:
         n_tracks = int(rng.integers(min(5, max_tracks), max_tracks + 1))
@@ -162,18 +176,31 @@ def toy_event(rng: np.random.Generator, event_id: int, n_tracks: int | None = No
 
 def write_event_shard(path, events) -> None:
     """Write event dicts (numpy arrays or lists per hit column) as one Parquet shard in the
-    event schema; a missing ``tracks`` column is written empty."""
+    event schema. A missing ``tracks`` column is written as one primary track per hit track id
+    (pdg from the hits, momentum and vertex unknown: 0), missing version 3 columns as an
+    all-TPC event of unknown resolution (NaN), like a file before version 3."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from fm4npp.data.schema import EVENT_SCHEMA
 
+    defaults = {"hit_subsystem": SUBSYSTEM_IDS[PRE_V3_SUBSYSTEM], "hit_sigma_rphi": float("nan"),
+                "hit_sigma_z": float("nan")}
     rows = []
     for ev in events:
         row = {key: (val.tolist() if isinstance(val, np.ndarray) else val) for key, val in ev.items()}
-        row.setdefault("tracks", [])
+        row.setdefault("tracks", _tracks_of_hits(row["hit_track_id"], row.get("hit_pdg")))
+        for key, fill in defaults.items():
+            row.setdefault(key, [fill] * len(row["hit_x"]))
         rows.append(row)
     pq.write_table(pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), path)
+
+
+def _tracks_of_hits(track_ids, pdgs) -> list[dict]:
+    pdg_of = dict(zip(track_ids, pdgs if pdgs is not None else [0] * len(track_ids)))
+    zero = dict.fromkeys(("px", "py", "pz", "vx", "vy", "vz"), 0.0)
+    return [{"track_id": int(t), "pdg": int(pdg_of[t]), "charge": 0, **zero,  # charge unknown: 0
+             "parent_id": -1, "is_primary": True} for t in sorted(set(track_ids)) if t >= 0]
 
 
 def write_toy_shards(out_dir, n_events: int, seed: int = 0, events_per_shard: int = 50,

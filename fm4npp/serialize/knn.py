@@ -4,6 +4,10 @@ Distances are Euclidean in normalised (r, phi, eta) (columns 0, 1, 2), optionall
 periodic (period 1 in normalised units). Results are sorted by distance, ties by index, and
 padded with -1 where fewer than k points lie strictly outside r_i.
 
+Points whose z is not measured (axial drift wires: ``z_measured`` False) have no real eta:
+they are never anyone's neighbour (no target asks for a coordinate nobody measured), and their
+own neighbours are ranked by (r, phi) alone (the eta term is 0).
+
 `next_neighbor_indices` never builds the N x N matrix: a compiled radial sweep with exact
 pruning (see its docstring). Every pair is ranked with the same float64 arithmetic as the
 brute-force reference, so the two agree exactly, ties included
@@ -17,16 +21,26 @@ import numpy as np
 _R, _PHI = 0, 1
 
 
-def pair_sq_dist(a: np.ndarray, b: np.ndarray, periodic_phi: bool) -> np.ndarray:
+def pair_sq_dist(a: np.ndarray, b: np.ndarray, periodic_phi: bool, a_has_eta=True) -> np.ndarray:
     """Squared distance between broadcastable (..., 3) float64 arrays — the one formula used by
-    both the fast path and the reference, evaluated in a fixed order."""
+    both the fast path and the reference, evaluated in a fixed order. ``a_has_eta`` False
+    (broadcastable bool): the eta term of those ``a`` is 0."""
     dr = a[..., 0] - b[..., 0]
     dphi = a[..., 1] - b[..., 1]
-    deta = a[..., 2] - b[..., 2]
+    deta = np.where(a_has_eta, a[..., 2] - b[..., 2], 0.0)
     if periodic_phi:
         dphi = np.abs(dphi)
         dphi = np.minimum(dphi, 1.0 - dphi)
     return (dr * dr + dphi * dphi) + deta * deta
+
+
+def _z_mask(z_measured, n: int) -> np.ndarray:
+    if z_measured is None:
+        return np.ones(n, dtype=np.bool_)
+    zm = np.asarray(z_measured, dtype=np.bool_)
+    if zm.shape != (n,):
+        raise ValueError(f"z_measured must have shape ({n},), got {zm.shape}")
+    return zm
 
 
 def _prepare(coords, periodic_phi: bool) -> np.ndarray:
@@ -43,14 +57,15 @@ def _prepare(coords, periodic_phi: bool) -> np.ndarray:
     return c
 
 
-def dense_next_neighbor_indices(coords, k: int, periodic_phi: bool = False) -> np.ndarray:
+def dense_next_neighbor_indices(coords, k: int, periodic_phi: bool = False, z_measured=None) -> np.ndarray:
     """Reference: the full N x N matrix (as in the public code), exact ties by index."""
     c = _prepare(coords, periodic_phi)
     n = c.shape[0]
+    zm = _z_mask(z_measured, n)
     if n == 0 or k == 0:
         return np.full((n, k), -1, dtype=np.int64)
-    d2 = pair_sq_dist(c[:, None, :], c[None, :, :], periodic_phi)
-    d2[~(c[None, :, _R] > c[:, None, _R])] = np.inf
+    d2 = pair_sq_dist(c[:, None, :], c[None, :, :], periodic_phi, zm[:, None])
+    d2[~(c[None, :, _R] > c[:, None, _R]) | ~zm[None, :]] = np.inf
     cand = np.broadcast_to(np.arange(n, dtype=np.int64), (n, n))
     key_idx = np.where(np.isfinite(d2), cand, np.iinfo(np.int64).max)
     order = np.lexsort((key_idx, d2), axis=-1)[:, :k]  # plain full sort: the reference
@@ -61,10 +76,12 @@ def dense_next_neighbor_indices(coords, k: int, periodic_phi: bool = False) -> n
     return out
 
 
-def next_neighbors(coords, k: int, periodic_phi: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def next_neighbors(coords, k: int, periodic_phi: bool = False,
+                   z_measured=None) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) normalised (r, phi, eta) -> ((N, k) int64 indices of the k nearest points with
     strictly larger r, nearest first (ties by index), -1 where fewer than k exist;
-    (N, k) float64 their squared distances, inf where missing).
+    (N, k) float64 their squared distances, inf where missing). z_measured (N,) bool, None =
+    all: see the module docstring.
 
     A radial sweep (compiled, `_knn_kernel.outward_knn`): points sorted by r; each scans the
     points of larger r outward and stops once the radial gap alone exceeds its current k-th
@@ -72,6 +89,7 @@ def next_neighbors(coords, k: int, periodic_phi: bool = False) -> tuple[np.ndarr
     """
     c = _prepare(coords, periodic_phi)
     n = c.shape[0]
+    zm = _z_mask(z_measured, n)
     idx = np.full((n, k), -1, dtype=np.int64)
     sq_dist = np.full((n, k), np.inf)
     if n < 2 or k == 0:
@@ -79,13 +97,14 @@ def next_neighbors(coords, k: int, periodic_phi: bool = False) -> tuple[np.ndarr
     from fm4npp.serialize._knn_kernel import outward_knn
 
     by_r = np.argsort(c[:, _R], kind="stable")
-    outward_knn(np.ascontiguousarray(c[by_r]), by_r.astype(np.int64), int(k), bool(periodic_phi), idx, sq_dist)
+    outward_knn(np.ascontiguousarray(c[by_r]), by_r.astype(np.int64), np.ascontiguousarray(zm[by_r]), int(k),
+                bool(periodic_phi), idx, sq_dist)
     return idx, sq_dist
 
 
-def next_neighbor_indices(coords, k: int, periodic_phi: bool = False) -> np.ndarray:
+def next_neighbor_indices(coords, k: int, periodic_phi: bool = False, z_measured=None) -> np.ndarray:
     """The indices of `next_neighbors`: (N, k) int64, nearest first, -1 where missing."""
-    return next_neighbors(coords, k, periodic_phi)[0]
+    return next_neighbors(coords, k, periodic_phi, z_measured)[0]
 
 
 def gather_targets(coords: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

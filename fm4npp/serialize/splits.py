@@ -16,7 +16,8 @@ import hashlib
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-READ_COLUMNS = ["event_id", "hit_x", "hit_y", "hit_z", "hit_energy", "hit_track_id", "hit_pid_class", "hit_noise"]
+READ_COLUMNS = ["event_id", "hit_x", "hit_y", "hit_z", "hit_energy", "hit_track_id", "hit_pid_class", "hit_noise",
+                "hit_subsystem", "hit_sigma_z"]
 
 
 def _salt64(salt: str) -> np.uint64:

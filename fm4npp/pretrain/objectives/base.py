@@ -113,6 +113,15 @@ def hidden_points(batch: dict, fraction: float, seed: int, step: int | None) -> 
     return torch.from_numpy(out).to(mask.device)
 
 
+def model_inputs(batch: dict) -> dict:
+    """The model's inputs from a batch: coords, energy, mask and each point's subsystem id
+    (absent from a batch that does not carry it: the model then takes every point as TPC)."""
+    out = {"coords": batch["coords"], "energy": batch["energy"], "mask": batch["mask"]}
+    if "subsystem" in batch:
+        out["subsystem"] = batch["subsystem"]
+    return out
+
+
 def point_values(batch: dict) -> torch.Tensor:
     """(B, L, 4): each point's normalised (r, phi, eta) and standardised energy."""
     return torch.cat([batch["coords"].float(), batch["energy"].float().unsqueeze(-1)], dim=-1)

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from fm4npp.pretrain.loss import per_event_mse, pretrain_loss, trivial_predictions
-from fm4npp.pretrain.objectives.base import Errors, Objective
+from fm4npp.pretrain.objectives.base import Errors, Objective, model_inputs
 
 
 class KnnObjective(Objective):
@@ -14,7 +14,7 @@ class KnnObjective(Objective):
     batch_fields = ("coords", "energy", "mask", "targets", "target_mask", "weight")
 
     def forward(self, model, batch, step):
-        return model(batch["coords"], batch["energy"], batch["mask"])
+        return model(**model_inputs(batch))
 
     def weight(self, batch):
         return batch["weight"] if self.difficulty_weighting else None
@@ -24,7 +24,7 @@ class KnnObjective(Objective):
 
     def val_errors(self, model, batch, autocast) -> Errors:
         with autocast():
-            preds = model(batch["coords"], batch["energy"], batch["mask"])
+            preds = model(**model_inputs(batch))
         per_event, n = per_event_mse(preds, batch["targets"], batch["target_mask"])
         return {"val_mse": (per_event, n > 0)}
 

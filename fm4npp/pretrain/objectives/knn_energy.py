@@ -9,7 +9,7 @@ Baseline: neighbours at the point itself (as `knn`), with the event's mean energ
 from __future__ import annotations
 
 from fm4npp.pretrain.loss import trivial_predictions
-from fm4npp.pretrain.objectives.base import Errors, Objective, event_mean, weighted_mean
+from fm4npp.pretrain.objectives.base import Errors, Objective, event_mean, weighted_mean, model_inputs
 
 HEAD = "knn_energy"  # k energies per point, one per predicted neighbour
 
@@ -27,7 +27,7 @@ class KnnEnergyObjective(Objective):
         return {HEAD: k}
 
     def forward(self, model, batch, step):
-        return model(batch["coords"], batch["energy"], batch["mask"], return_heads=True)
+        return model(**model_inputs(batch), return_heads=True)
 
     @staticmethod
     def errors(coords, energies, batch):

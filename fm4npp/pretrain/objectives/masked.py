@@ -12,7 +12,7 @@ constant per event), on the same hidden points as the model's validation.
 
 from __future__ import annotations
 
-from fm4npp.pretrain.objectives.base import (Errors, Objective, event_mean, hidden_points,
+from fm4npp.pretrain.objectives.base import (Errors, Objective, event_mean, hidden_points, model_inputs,
                                              point_values)
 
 HEAD = "masked"  # the model head: 3 coordinates + energy per point
@@ -39,7 +39,7 @@ class MaskedObjective(Objective):
 
     def forward(self, model, batch, step):
         hide = self.hidden(batch, step)
-        out = model(batch["coords"], batch["energy"], batch["mask"], input_mask=hide,
+        out = model(**model_inputs(batch), input_mask=hide,
                     return_heads=True)
         return {**out, "hidden": hide}
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from fm4npp.metrics.classification import NOISE_NAMES, PID_NAMES
-from fm4npp.pretrain.objectives.base import Errors, Objective, event_mean
+from fm4npp.pretrain.objectives.base import Errors, Objective, event_mean, model_inputs
 
 TASKS = {"pid": ("pid_class", len(PID_NAMES)), "noise": ("noise", len(NOISE_NAMES))}
 
@@ -32,7 +32,7 @@ class SupervisedObjective(Objective):
         return {head: n for head, (_, n) in TASKS.items()}
 
     def forward(self, model, batch, step):
-        return model(batch["coords"], batch["energy"], batch["mask"], return_heads=True)
+        return model(**model_inputs(batch), return_heads=True)
 
     @staticmethod
     def errors(log_probs: dict, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
