@@ -143,7 +143,7 @@ def test_smoke_objectives_study_end_to_end(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": "", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     cmd = [sys.executable, str(ROOT / "studies/objectives.py"), "--preset", "smoke",
            "--storage", str(tmp_path / "runs"), "--variants", "knn,masked-bi",
-           "--tasks", "pid,tracking", "--out", str(tmp_path / "table")]
+           "--tasks", "pid,tracking", "--seeds", "0,1", "--out", str(tmp_path / "table")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=850)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     table = json.loads((tmp_path / "table" / "objectives.json").read_text())

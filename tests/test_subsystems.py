@@ -276,3 +276,33 @@ def test_pythia_sphenix_data_set_fits_serializes_and_pretrains(tmp_path, monkeyp
     assert model.embed.subsystem.weight[MVTX].abs().sum() > 0
     # bins of another detector than the data set's are refused
     assert main(["serialize", "fit", str(data), "--detector", "zeus", "--out", str(tmp_path / "b.json")]) == 2
+
+
+def test_pretraining_switch_and_frozen_features_use_the_subsystem():
+    """`subsystem_embedding=true` builds the embedding into the run's model (run names of
+    runs without it unchanged), and frozen-FM features read each event's subsystems."""
+    import torch
+
+    from fm4npp.downstream.features import backbone_states
+    from fm4npp.model.backbone import FM4NPP
+    from fm4npp.model.config import N_SUBSYSTEM_IDS
+    from fm4npp.pretrain.config import PretrainConfig
+    from fm4npp.pretrain.model_spec import model_config_for
+
+    assert model_config_for(PretrainConfig(preset="w8"), k=3).n_subsystems == 0
+    on = model_config_for(PretrainConfig(preset="w8", subsystem_embedding=True), k=3)
+    assert on.n_subsystems == N_SUBSYSTEM_IDS
+    assert (PretrainConfig(preset="w8", data="d").config_hash()
+            == PretrainConfig(preset="w8", data="d", subsystem_embedding=False).config_hash())
+    torch.manual_seed(0)
+    model = FM4NPP(on)
+    with torch.no_grad():
+        model.embed.subsystem.weight.normal_()  # as after training
+        model.embed.subsystem.weight[0].zero_()  # the TPC row stays zero (padding_idx)
+    rng = np.random.default_rng(0)
+    ev = {"coords": rng.random((20, 3)).astype(np.float32), "energy": rng.random(20).astype(np.float32)}
+    tpc = backbone_states(model, [{**ev, "subsystem": np.zeros(20, np.int8)}])[0]
+    plain = backbone_states(model, [ev])[0]
+    silicon = backbone_states(model, [{**ev, "subsystem": np.r_[np.ones(5), np.zeros(15)].astype(np.int8)}])[0]
+    assert torch.equal(tpc, plain)
+    assert not torch.equal(silicon, plain)

@@ -134,7 +134,11 @@ def backbone_states(
         coords = pad_points([events[i]["coords"] for i in idx], dtype=torch.float32)
         energy = pad_points([events[i]["energy"] for i in idx], dtype=torch.float32)
         mask = points_mask(lengths)
-        _, hidden = model(coords, energy, mask, return_hidden=True)
+        sub = None  # only a model that embeds subsystems reads them (old events carry none)
+        if getattr(model.cfg, "n_subsystems", 0) and all("subsystem" in events[i] for i in idx):
+            sub = pad_points([events[i]["subsystem"] for i in idx], dtype=torch.long)
+        _, hidden = model(coords, energy, mask, return_hidden=True,
+                          **({"subsystem": sub} if sub is not None else {}))
         states = torch.stack(hidden, dim=2)  # (B,L,n_layers+1,d)
         for j, i in enumerate(idx):
             s = states[j, : lengths[j]].to(torch.float16).contiguous()

@@ -52,6 +52,9 @@ class PretrainConfig:
     # Blocks also scan the event backwards (ModelConfig.bidirectional); only with objectives
     # whose targets are not later points of the scan (masked, supervised).
     bidirectional: bool = False
+    # The model also embeds each point's subsystem (ModelConfig.n_subsystems): for detectors
+    # beyond one TPC (sphenix, aleph, zeus) and mixed data; an all-TPC event is unchanged by it.
+    subsystem_embedding: bool = False
     max_points: int = -1  # cap on points per event (0 = none, -1 = serialization default)
     order: str = ""  # serialization order (raster, radial, ...; "" = serialization default)
     data_fraction: float = 1.0  # nested subset of the training split (1.0 = all)
@@ -164,4 +167,4 @@ class PretrainConfig:
 
 # Fields added after runs were named by config_hash: left out of the hash at their defaults,
 # so those runs resume under the same derived name.
-_LATER_FIELDS = ("objective", "mask_fraction", "hybrid_weight", "bidirectional")
+_LATER_FIELDS = ("objective", "mask_fraction", "hybrid_weight", "bidirectional", "subsystem_embedding")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from fm4npp.model.config import N_SUBSYSTEM_IDS
 from fm4npp.model.presets import get_preset
 from fm4npp.pretrain.objectives import build_objective, check_backbone
 
@@ -24,6 +25,8 @@ def model_config_for(cfg, k: int):
         changes["mup"] = cfg.mup == "on"
     if cfg.bidirectional:
         changes["bidirectional"] = True
+    if cfg.subsystem_embedding:
+        changes["n_subsystems"] = N_SUBSYSTEM_IDS
     heads = objective.output_heads(int(k))
     if heads:
         changes["output_heads"] = heads
