@@ -101,11 +101,35 @@ def test_table_bar_interval_and_label_saving(mlflow_db, tmp_path):
     # subset (0.625 at 10): a lower bound of 16x
     s = t["label_saving_vs_scratch"]["FM good"]["pid"]
     assert s["factor"] == pytest.approx(16.0) and s["bound"] == "lower"
+    # the bar is over all three tasks: PID alone cannot meet it
     bar = t["bar"]
+    assert bar["best"] == "FM good" and not bar["met"] and not bar["beats_adapter_only_everywhere"]
+    assert bar["tasks_not_measured"] == ["tracking", "noise"] and bar["metrics_total"] == 9
+    assert "tasks not measured" in to_markdown(t) and "FM close" in to_markdown(t)
+    more = []
+    for seed, jitter in ((0, 0.0), (1, 0.01)):
+        for n in (10, 160):
+            more.append(("noise", "raw", "", n, seed, _pid(0.9 + jitter, 0.6 + jitter, 0.6)))
+            more.append(("noise", "fm", "good", n, seed, _pid(0.95 + jitter, 0.7 + jitter, 0.7)))
+            more.append(("tracking", "raw", "", n, seed, {"ari_event_mean": 0.5 + jitter,
+                                                          "efficiency": 0.5, "purity": 0.5}))
+            more.append(("tracking", "fm", "good", n, seed, {"ari_event_mean": 0.6 + jitter,
+                                                             "efficiency": 0.6 + jitter, "purity": 0.6}))
+    _cells("obj-t", more)
+    bar = objectives_table("obj-t", "fm4npp-downstream")["bar"]
     assert bar["best"] == "FM good" and bar["beats_adapter_only_everywhere"] and bar["met"]
+    t = objectives_table("obj-t", "fm4npp-downstream")
     md, js = write_table(t, tmp_path / "out")
     assert "Bar met" in md.read_text() and json.loads(js.read_text())["bar"]["met"]
-    assert "FM close" in to_markdown(t)
+
+
+def test_one_seed_is_never_beyond_an_interval(mlflow_db):
+    from fm4npp.study.objectives_table import objectives_table
+
+    _cells("obj-1", [("pid", "raw", "", 10, 0, _pid(0.5, 0.5, 0.5)),
+                     ("pid", "fm", "knn", 10, 0, _pid(0.9, 0.9, 0.9))])
+    v = objectives_table("obj-1", "fm4npp-downstream")["vs_adapter_only"]["FM knn"]["pid"]
+    assert all(x["delta"] > 0.3 and not x["beyond_interval"] for x in v.values())
 
 
 def test_bar_not_met_shows_the_miss(mlflow_db):
