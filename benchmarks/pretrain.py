@@ -39,9 +39,15 @@ def make_data(events: int, data: str | None) -> Path:
         from fm4npp.sim.config import SimConfig
         from fm4npp.sim.run import run_simulation
 
-        out = Path(tempfile.gettempdir()) / f"fm4npp-bench-pretrain-{events}"
+        import hashlib
+        import json
+
+        cfg = SimConfig(events=events, seed=7, events_per_shard=500)
+        # keyed by the simulation's physics: a cache from another fm4npp version is not reused
+        key = hashlib.sha256(json.dumps(cfg.physics_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        out = Path(tempfile.gettempdir()) / f"fm4npp-bench-pretrain-{events}-{key}"
         t0 = time.perf_counter()
-        run_simulation(SimConfig(events=events, seed=7, events_per_shard=500), out, progress=False)
+        run_simulation(cfg, out, progress=False)
         print(f"simulated {events} events in {time.perf_counter() - t0:.0f} s -> {out}",
               file=sys.stderr)
     if not (out / "bins.json").exists():
