@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from fm4npp.sim import secondaries as sec
+from fm4npp.sim.media import solids_crossed
 from fm4npp.sim.particles import concat_particles, make_particles
 from fm4npp.sim.physics_list import effective_za, nuclear_interaction_length
 
@@ -61,21 +62,9 @@ def step_depth(st, M, vols, s, hit_surf, bestk):
 
     for sub, mat, _ in vols:
         add(sub, mat, s[sub] * mat.density_g_cm3)
-    x, y, z, px, py, pz = st["x"], st["y"], st["z"], st["px"], st["py"], st["pz"]
-    p = np.sqrt(px * px + py * py + pz * pz)  # after this step's energy loss
-    kc = np.where(hit_surf, M.cyl[np.where(hit_surf, bestk, 0)], -1)
-    for j, cyl in enumerate(M.cyls):
-        sub = np.nonzero((kc == j) & (np.abs(z) <= cyl.z_half))[0]
-        if len(sub):
-            mat = M.mats[cyl.material]
-            cos_psi = np.abs(x[sub] * px[sub] + y[sub] * py[sub]) / (cyl.r * p[sub])
-            add(sub, mat, cyl.x0_fraction * mat.x0_g_cm2 / np.maximum(cos_psi, 0.05))
-    for dsk in M.disks:
-        r_here = np.hypot(x, y)
-        sub = np.nonzero((np.abs(z - dsk.z) < 1e-9) & (r_here >= dsk.r_min) & (r_here <= dsk.r_max))[0]
-        if len(sub):
-            mat = M.mats[dsk.material]
-            add(sub, mat, dsk.x0_fraction * mat.x0_g_cm2 / np.maximum(np.abs(pz[sub]) / p[sub], 0.05))
+    p = np.sqrt(st["px"] ** 2 + st["py"] ** 2 + st["pz"] ** 2)  # after this step's energy loss
+    for sub, mat, gram in solids_crossed(st, M, p, hit_surf, bestk):
+        add(sub, mat, gram)
     return tau, a_nuc
 
 

@@ -48,27 +48,18 @@ def _material_effects(st, sub, mat: Material, grammage, cfg: TransportConfig, dE
         ndel[sub] += sec.delta_mean_count(beta2, wmax, q2, mat.z_over_a, grammage, t_min)
 
 
-def step_material(st: dict, g: dict, M: _Media, cfg: TransportConfig, vols, s, hit_surf, bestk):
-    """Energy loss, scattering and delta rays of a step: gas along it (``vols``: per volume
-    (sub, mat, bethe)), cylinders and disks crossed at its end. Returns (dE, theta^2, mean
-    delta count in gas, mean delta count in solids) per particle."""
-    n = len(st["ev"])
+def solids_crossed(st: dict, M: _Media, p, hit_surf, bestk):
+    """(particles, material, grammage along their path in g/cm^2) of every cylinder and disk
+    crossed at the end of a step; the path is the sheet's thickness over the crossing angle
+    (capped at 1/0.05, a grazing crossing)."""
     x, y, z, px, py, pz = st["x"], st["y"], st["z"], st["px"], st["py"], st["pz"]
-    p = g["p"]
-    dE = np.zeros(n)
-    th2 = np.zeros(n)
-    ndel = np.zeros(n)
-    ndel_solid = np.zeros(n)
-    for sub, mat, pre in vols:
-        _material_effects(st, sub, mat, s[sub] * mat.density_g_cm3, cfg, dE, th2, ndel, cfg.delta_t_min_gev, pre)
     kc = np.where(hit_surf, M.cyl[np.where(hit_surf, bestk, 0)], -1)
     for j, cyl in enumerate(M.cyls):
         sub = np.nonzero((kc == j) & (np.abs(z) <= cyl.z_half))[0]
         if len(sub):
             mat = M.mats[cyl.material]
             cos_psi = np.abs(x[sub] * px[sub] + y[sub] * py[sub]) / (cyl.r * p[sub])
-            thick = cyl.x0_fraction * mat.x0_g_cm2 / np.maximum(cos_psi, 0.05)
-            _material_effects(st, sub, mat, thick, cfg, dE, th2, ndel_solid, cfg.delta_t_min_solid_gev)
+            yield sub, mat, cyl.x0_fraction * mat.x0_g_cm2 / np.maximum(cos_psi, 0.05)
     for dsk in M.disks:
         on = np.abs(z - dsk.z) < 1e-9
         if on.any():
@@ -76,6 +67,21 @@ def step_material(st: dict, g: dict, M: _Media, cfg: TransportConfig, vols, s, h
             sub = np.nonzero(on & (r_here >= dsk.r_min) & (r_here <= dsk.r_max))[0]
             if len(sub):
                 mat = M.mats[dsk.material]
-                thick = dsk.x0_fraction * mat.x0_g_cm2 / np.maximum(np.abs(pz[sub]) / p[sub], 0.05)
-                _material_effects(st, sub, mat, thick, cfg, dE, th2, ndel_solid, cfg.delta_t_min_solid_gev)
+                yield sub, mat, dsk.x0_fraction * mat.x0_g_cm2 / np.maximum(np.abs(pz[sub]) / p[sub], 0.05)
+
+
+def step_material(st: dict, g: dict, M: _Media, cfg: TransportConfig, vols, s, hit_surf, bestk):
+    """Energy loss, scattering and delta rays of a step: gas along it (``vols``: per volume
+    (sub, mat, bethe)), cylinders and disks crossed at its end. Returns (dE, theta^2, mean
+    delta count in gas, mean delta count in solids) per particle."""
+    n = len(st["ev"])
+    p = g["p"]
+    dE = np.zeros(n)
+    th2 = np.zeros(n)
+    ndel = np.zeros(n)
+    ndel_solid = np.zeros(n)
+    for sub, mat, pre in vols:
+        _material_effects(st, sub, mat, s[sub] * mat.density_g_cm3, cfg, dE, th2, ndel, cfg.delta_t_min_gev, pre)
+    for sub, mat, thick in solids_crossed(st, M, p, hit_surf, bestk):
+        _material_effects(st, sub, mat, thick, cfg, dE, th2, ndel_solid, cfg.delta_t_min_solid_gev)
     return dE, th2, ndel, ndel_solid
