@@ -9,9 +9,9 @@ from fm4npp.study.presets import KINDS
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "study", help="run or resume a scaling study (Figure 5) or the objectives study on the Ray "
-                      "cluster ray.init() finds", add_help=False)
-    p.add_argument("kind", choices=KINDS + ("objectives",))
+        "study", help="run or resume a scaling study (Figure 5), the objectives or the transfer "
+                      "study on the Ray cluster ray.init() finds", add_help=False)
+    p.add_argument("kind", choices=KINDS + ("objectives", "transfer"))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the study's options (KIND --help)")
     p.set_defaults(func=handler)
 
@@ -21,6 +21,10 @@ def handler(args: argparse.Namespace) -> int:
         from fm4npp.study.objectives import main as objectives_main
 
         return objectives_main(args.rest)
+    if args.kind == "transfer":
+        from fm4npp.study.transfer import main as transfer_main
+
+        return transfer_main(args.rest)
     from fm4npp.study.driver import main
 
     return main(args.kind, args.rest)

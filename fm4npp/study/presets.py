@@ -108,6 +108,8 @@ def trial_key(point: dict, seed: int, preset: StudyPreset) -> str:
         key += f"-m{100 * point['mask_fraction']:g}"
     if point.get("bidirectional"):
         key += "-bi"
+    if "domain" in point:  # the transfer study: the pretraining data (a data set or a mixture)
+        key += f"-{point['domain']}"
     return key if int(seed) == 0 else f"{key}-seed{int(seed)}"
 
 
@@ -130,6 +132,7 @@ def trial_overrides(point: dict, seed: int, preset: StudyPreset) -> dict:
         "use_gpu": preset.use_gpu,
         "cpus_per_worker": preset.cpus_per_worker,
         **{k: point[k] for k in POINT_CONFIG_FIELDS if k in point},
+        **({"data": point["data"]} if "data" in point else {}),  # a point's own data (transfer)
     }
 
 
