@@ -50,3 +50,19 @@ def test_study_rejects_a_bad_data_argument(tmp_path, capsys):
     assert str(not_data) in err and "not a data set" in err
     with pytest.raises(SystemExit):
         main("model_scaling", ["--preset", "nope"])
+
+
+def test_another_detector_and_facility_is_its_own_default_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("FM4NPP_HOME", str(tmp_path / "home"))
+    from fm4npp.data.shards import read_manifest
+    from fm4npp.pretrain import default_data
+    from fm4npp.serialize.bins import load_bins
+
+    path = default_data.ensure_default_dataset(events=6, progress=False, detector="zeus",
+                                               facility="hera_ep")
+    assert path.name.startswith("zeus-hera_ep-")
+    assert path != default_data.default_dataset_dir(events=6)
+    assert path != default_data.default_dataset_dir(events=6, detector="zeus", facility="eic_ep")
+    m = read_manifest(path)
+    assert m["complete"] and "zeus" in str(m) and "hera_ep" in str(m)
+    assert load_bins(path / "bins.json").content["config"]["detector"] == "zeus"
