@@ -72,15 +72,15 @@ PRESETS = {
                       tracking={"d_embed": 16, "n_queries": 16, "n_layers": 1, "d_ffn": 32},
                       classifier={"d_embed": 16, "d_hidden": 32}),
     ),
-    # The question at CPU scale: every domain, the three-way mixture, every benchmark.
+    # The question at CPU scale, sized to run here in hours (2 cores): every domain, the
+    # three-way mixture, every benchmark, 3 seeds, two labelled subsets.
     "cpu": TransferPreset(
-        width="w32", steps=1500, domains=("tpc", "sphenix", "aleph", "zeus"),
+        width="w32", steps=800, domains=("tpc", "sphenix", "aleph", "zeus"),
         mixture={"sphenix": 0.5, "aleph": 0.25, "zeus": 0.25},
-        benchmarks=tuple(BENCHMARKS), label_counts=(100, 300, 1000), seeds=(0, 1, 2),
-        events=2400,
-        pretrain=dict(batch_size=8, max_points=1024, lr=3e-3, val_every=250, ckpt_every=250,
-                      log_every=50, val_events=128, subsystem_embedding=True),
-        finetune=dict(epochs=20, max_steps=1500, n_test_events=300, val_events=100),
+        benchmarks=tuple(BENCHMARKS), label_counts=(100, 300), seeds=(0, 1, 2), events=1200,
+        pretrain=dict(batch_size=8, max_points=1024, lr=3e-3, val_every=200, ckpt_every=200,
+                      log_every=50, val_events=64, subsystem_embedding=True),
+        finetune=dict(epochs=10, max_steps=600, n_test_events=200, val_events=0),
     ),
     # The proposal's scale (GPU cluster): m3 FMs, label curves to 3,000 events.
     "paper": TransferPreset(
@@ -163,15 +163,14 @@ def finetune_base(p: TransferPreset, data_dir: str, storage: str):
     return base
 
 
-def cells(p: TransferPreset, bench: str, backbones: dict[str, str]) -> list:
+def cells(p: TransferPreset, bench: str, backbones: dict[str, str], seed: int) -> list:
     from fm4npp.downstream.studies import Cell
 
     task = BENCHMARKS[bench][1]
     out = []
-    for seed in p.seeds:
-        for n in p.label_counts:
-            out += [Cell(task, "fm", label, path, n, seed) for label, path in backbones.items()]
-            out += [Cell(task, "raw", "", "", n, seed), Cell(task, "scratch", "", "", n, seed)]
+    for n in p.label_counts:
+        out += [Cell(task, "fm", label, path, n, seed) for label, path in backbones.items()]
+        out += [Cell(task, "raw", "", "", n, seed), Cell(task, "scratch", "", "", n, seed)]
     return out
 
 
@@ -205,16 +204,18 @@ def run(preset_name: str, data: dict[str, str] | None = None, storage: str = "",
     the_spec = {**spec(p), "data": dirs, "backbones": backbones,
                 "pretrain_study": pre["name"], "pretrain_parent_run_id": pre["parent_run_id"]}
     runs.log_dict(parent, the_spec, "transfer_spec.json")
-    for bench in p.benchmarks:
-        sub = f"{name}/{bench}"
-        base = finetune_base(p, dirs[BENCHMARKS[bench][0]], storage)
-        # the benchmark's own parent, nested under the study's (run_cells finds it by its tags)
-        runs.get_or_start_run(sub, params={"benchmark": bench}, parent_run_id=parent,
-                              tags={"study": sub, "fm4npp.study_parent": "1", "benchmark": bench},
-                              experiment=EXPERIMENT)
-        todo = cells(p, bench, backbones)
-        print(f"[transfer] {bench}: {len(todo)} cells", flush=True)
-        run_cells(sub, todo, base, EXPERIMENT, log=lambda m: print(m, flush=True))
+    # seed by seed over all benchmarks: a study stopped part way has every benchmark measured
+    for seed in p.seeds:
+        for bench in p.benchmarks:
+            sub = f"{name}/{bench}"
+            base = finetune_base(p, dirs[BENCHMARKS[bench][0]], storage)
+            # the benchmark's own parent, nested under the study's (run_cells finds it by tags)
+            runs.get_or_start_run(sub, params={"benchmark": bench}, parent_run_id=parent,
+                                  tags={"study": sub, "fm4npp.study_parent": "1", "benchmark": bench},
+                                  experiment=EXPERIMENT)
+            todo = cells(p, bench, backbones, seed)
+            print(f"[transfer] {bench}, seed {seed}: {len(todo)} cells", flush=True)
+            run_cells(sub, todo, base, EXPERIMENT, log=lambda m: print(m, flush=True))
     report = transfer_report(name, EXPERIMENT)
     runs.log_dict(parent, report, "transfer.json")
     runs.end_run(parent, "FINISHED")
