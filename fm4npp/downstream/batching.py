@@ -11,10 +11,15 @@ from fm4npp.downstream.features import pad_points, points_mask
 
 
 def task_labels(task: str, event: dict) -> np.ndarray:
+    """Per-point labels of ``task`` (q2: the event's log10 Q2, shape (1,))."""
     if task == "pid":
         return np.asarray(event["pid_class"], dtype=np.int64)
     if task == "noise":
         return np.asarray(event["noise"]).astype(np.int64)
+    if task == "electron":
+        return np.asarray(event["electron"], dtype=np.int64)
+    if task == "q2":
+        return np.asarray([event["log10_q2"]], dtype=np.float64)
     return np.asarray(event["track_id"], dtype=np.int64)
 
 
@@ -39,6 +44,11 @@ def make_batch(events: Sequence[dict], states: Sequence[torch.Tensor] | None = N
         "pid_class": pad_points([np.asarray(e["pid_class"], np.int64)[s] for e, s in zip(events, sl)], -1),
         "noise": pad_points([np.asarray(e["noise"]).astype(np.int64)[s] for e, s in zip(events, sl)], -1),
     }
+    # the ep DIS labels (fm4npp.downstream.dis), when every event has them
+    if events and all("electron" in e for e in events):
+        b["electron"] = pad_points([np.asarray(e["electron"], np.int64)[s] for e, s in zip(events, sl)], -1)
+    if events and all("log10_q2" in e for e in events):
+        b["log10_q2"] = torch.tensor([float(e["log10_q2"]) for e in events], dtype=torch.float32)
     if states is not None:
         b["states"] = pad_points([st[s] for st, s in zip(states, sl)])
     return b

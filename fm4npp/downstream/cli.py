@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fm4npp.downstream.config import FEATURE_SOURCES, GNN_SIZES, MODELS
+from fm4npp.downstream.config import FEATURE_SOURCES, GNN_SIZES, MODELS, TASKS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=["tracking", "pid", "noise"], required=True)
+    p.add_argument("--task", choices=list(TASKS), required=True,
+                   help="electron, q2: ep DIS data (eic_ep / hera_ep) only")
     p.add_argument("--backbone", default="",
                    help="pretrained FM: a run name (under the storage root), a run or checkpoint "
                         "dir, or a pretrained dir (fm4npp.model.io format)")
@@ -102,7 +103,7 @@ def _evaluate(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("finetune", help="train a downstream model (tracking / pid / noise)",
+    p = sub.add_parser("finetune", help="train a downstream model (tracking / pid / noise / electron / q2)",
                        description="Train an adapter on frozen FM features (--model fm), on raw inputs "
                                    "(adapter_only) or on a backbone trained from scratch (scratch), or "
                                    "a GNN baseline (sage, gat, gcn, graphconv: pid and noise; exatrkx: "

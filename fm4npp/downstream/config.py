@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 from fm4npp.overrides import coerce, parse_pairs
 
-TASKS = ("tracking", "pid", "noise")
+# electron (tag the scattered electron's hits) and q2 (event-level log10 Q2): ep DIS data
+# only, their truth in fm4npp.downstream.dis
+TASKS = ("tracking", "pid", "noise", "electron", "q2")
 FEATURE_SOURCES = ("fm", "raw", "scratch")  # frozen FM / AdapterOnly / from-scratch backbone
 HIT_GNNS = ("sage", "gat", "gcn", "graphconv")  # appendix C's PID / noise baselines
 TRACK_GNNS = ("exatrkx",)  # the track-finding baseline
@@ -131,7 +133,7 @@ GNN_SIZES = {
 
 @dataclass
 class FinetuneConfig:
-    task: str = "tracking"  # tracking | pid | noise
+    task: str = "tracking"  # tracking | pid | noise | electron | q2 (ep DIS; see TASKS)
     # fm (frozen backbone) | raw (AdapterOnly) | scratch (random init, trained) | a GNN
     # baseline: sage | gat | gcn | graphconv (pid, noise) | exatrkx (tracking); see MODELS
     source: str = "fm"

@@ -2,7 +2,8 @@
 
 Tags (what analysis/table2.py selects and checks runs by): fm4npp.task, .source, .model (the
 `--model` name), .model_family, .trainable_params, .backbone_size, .seed, .n_test_events and
-the data fingerprint (.data_hash, .bins_hash, .test_events_hash; splits.data_fingerprint).
+the data fingerprint (.data_hash, .bins_hash, .test_events_hash; splits.data_fingerprint), and
+.data_detector / .backbone_detector when known (a backbone used on another detector).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def result_tags(cfg: FinetuneConfig, result: dict) -> dict:
             "fm4npp.model_family": info.family, "fm4npp.trainable_params": str(result["trainable_params"]),
             "fm4npp.backbone_size": result.get("backbone_size", ""), "fm4npp.seed": str(cfg.seed),
             "fm4npp.n_test_events": str(result["n_test_events"]),
-            **{f"fm4npp.{k}": v for k, v in fp.items()}}
+            **{f"fm4npp.{k}": v for k, v in fp.items()},
+            **{f"fm4npp.{k}": result[k] for k in ("data_detector", "backbone_detector") if result.get(k)}}
 
 
 def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None = None, name: str = "",

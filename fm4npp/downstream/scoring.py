@@ -7,20 +7,22 @@ import torch
 
 from fm4npp.downstream.batching import _by_length, make_batch, task_labels
 from fm4npp.downstream.model import CLASS_NAMES, DownstreamModel
-from fm4npp.metrics.classification import classification_metrics
+from fm4npp.metrics.classification import classification_metrics, tag_metrics
+from fm4npp.metrics.regression import log_q2_metrics
 from fm4npp.metrics.tracking import tracking_metrics
 
 
 @torch.no_grad()
 def predict(model: DownstreamModel, events, states=None, batch_size: int = 8) -> list[np.ndarray]:
-    """Per event, the predicted label of each point (serialized order)."""
+    """Per event, the predicted label of each point (serialized order); for q2 the event's
+    predicted log10 Q2 (a float)."""
     model.eval()
     out: list[np.ndarray | None] = [None] * len(events)
     for idx in _by_length(events, batch_size):
         b = make_batch([events[i] for i in idx], [states[i] for i in idx] if states is not None else None)
         pred = model.predict(b, model(b))
         for j, i in enumerate(idx):
-            out[i] = pred[j, : len(events[i]["energy"])].numpy()
+            out[i] = float(pred[j]) if pred.dim() == 1 else pred[j, : len(events[i]["energy"])].numpy()
     return out  # type: ignore[return-value]
 
 
@@ -29,4 +31,8 @@ def score(task: str, events, preds, kinematics=None) -> dict:
     if task == "tracking":
         return tracking_metrics([task_labels(task, e) for e in events], preds,
                                 [np.asarray(e["noise"]) for e in events], kinematics=kinematics)
+    if task == "q2":
+        return log_q2_metrics(preds, [float(e["log10_q2"]) for e in events])
+    if task == "electron":
+        return tag_metrics([task_labels(task, e) for e in events], preds, CLASS_NAMES[task])
     return classification_metrics([task_labels(task, e) for e in events], preds, CLASS_NAMES[task])

@@ -9,30 +9,65 @@ import numpy as np
 from fm4npp.downstream.config import FinetuneConfig
 
 
+# What the backbone's weights depend on, of what a bins file records: these must agree with
+# the backbone's serialization record (order, max_points and cap policy are taken from that
+# record as they are). The detector (and with it the normalisation: ranges, layer radii, energy
+# constants of the bins file) may differ: that is using the backbone on another detector.
+MODEL_KEYS = ("k", "n_bins", "energy_transform")
+
+
 def serialization(cfg: FinetuneConfig, extra: dict | None = None):
-    """(SerializeConfig, Bins) for the data set: the bins file (checked against the hash the
-    backbone was pretrained with, when the checkpoint records one) and the grid, k, detector and
-    energy transform it was fitted with, so adapters see exactly what the FM saw."""
+    """(SerializeConfig, Bins) for the data set: its bins file (``cfg.bins``, else
+    <data>/bins.json) and the backbone's serialization record, so adapters see what the FM saw.
+
+    The rule with a backbone that records its whole serialization (``extra["serialize"]``):
+    - grid (n_bins), k and energy transform of the bins must equal the record; order,
+      max_points, cap policy (and the rest) come from the record: a difference is refused
+      ("bins ... do not match the serialization the backbone was pretrained with");
+    - same detector as the record: the data is taken to be the backbone's own kind, and the
+      bins must be the very bins it was pretrained with (hash ``extra["bins_hash"]``, when
+      recorded): other bins on the same detector would shift its inputs;
+    - another detector (transfer: e.g. a sphenix_tpc backbone on aleph data): the data's own
+      bins (fitted on its own events: its detector and normalisation) are the right ones, so
+      the hash is not checked and the returned config names the data's detector.
+    Backbones from before the whole record (bins_hash, order, max_points only) know no
+    detector: their bins hash is always checked."""
+    import dataclasses
+
     from fm4npp.serialize.bins import load_bins
     from fm4npp.serialize.config import SerializeConfig
 
     extra = extra or {}
     path = Path(cfg.bins) if cfg.bins else Path(cfg.data) / "bins.json"
-    bins = load_bins(path, expected_hash=extra.get("bins_hash") or None)
+    expected = extra.get("bins_hash") or None
+    recorded = SerializeConfig(**extra["serialize"]) if "serialize" in extra else None
+    bins = load_bins(path)
     fitted = bins.content["config"]
     kw = {"k": int(fitted["k"]), "n_bins": tuple(fitted["n_bins"]), "detector": fitted["detector"],
           "energy_transform": fitted["energy_transform"]}
-    if "serialize" in extra:  # the backbone's whole serialization record: use it as it is
-        recorded = SerializeConfig(**extra["serialize"])
-        differ = {k: (getattr(recorded, k), v) for k, v in kw.items() if getattr(recorded, k) != v}
+    if recorded is not None:
+        differ = {k: (getattr(recorded, k), kw[k]) for k in MODEL_KEYS if getattr(recorded, k) != kw[k]}
         if differ:
             raise ValueError(f"bins {path} do not match the serialization the backbone was "
                              f"pretrained with (backbone, bins): {differ}")
+        if recorded.detector != kw["detector"]:
+            return dataclasses.replace(recorded, detector=kw["detector"]), bins
+    if expected is not None:
+        load_bins(path, expected_hash=expected)  # raises BinsError naming both hashes
+    if recorded is not None:
         return recorded, bins
     for key in ("order", "max_points"):  # checkpoints from before the whole record
         if key in extra:
             kw[key] = extra[key]
     return SerializeConfig(**kw), bins
+
+
+def detectors(cfg: FinetuneConfig, extra: dict | None = None) -> dict:
+    """{"data_detector", "backbone_detector"}: the data's (its bins') detector and the one the
+    backbone was pretrained on ("" when there is no backbone or it records none)."""
+    bins = serialization(cfg, extra)[1]
+    return {"data_detector": bins.content["config"]["detector"],
+            "backbone_detector": ((extra or {}).get("serialize") or {}).get("detector", "")}
 
 
 def load_split(cfg: FinetuneConfig, split: str, limit: int = 0, extra: dict | None = None) -> list[dict]:

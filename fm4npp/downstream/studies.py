@@ -6,9 +6,10 @@ metrics: every number of the task's metrics, plus ``backbone_params``). Cells ru
 another in this process: adapters on cached frozen features are small, and on a 2-core machine
 a process pool would only contend. A rerun skips cells whose child run FINISHED (resume).
 
-Events are loaded once per serialization (bins hash) and shared by every cell, so all rows of
-a figure are scored on the same test events. With ``out`` set in the base config, every cell's
-adapter and result.json are also saved under ``<out>/<cell key>`` (e.g. for Figure 8).
+Events are loaded once per serialization (bins hash and config) and shared by every cell, so
+all rows of a figure are scored on the same test events. With ``out`` set in the base config,
+every cell's adapter and result.json are also saved under ``<out>/<cell key>`` (e.g. for
+Figure 8). Primary metrics and their directions: PRIMARY, HIGHER_IS_BETTER.
 """
 
 from __future__ import annotations
@@ -20,10 +21,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fm4npp.downstream.config import FinetuneConfig
+from fm4npp.downstream.config import TASKS, FinetuneConfig
 
 EXPERIMENT = "fm4npp-downstream"
-PRIMARY = {"tracking": "ari_event_mean", "pid": "accuracy", "noise": "accuracy"}
+# The metric a task's cells are compared by. electron: F1 of the electron class, not accuracy:
+# the electron's hits are a small share of an event's, so tagging nothing already scores an
+# accuracy of ~0.9; F1 needs both efficiency and purity. q2: the log10 Q2 resolution.
+PRIMARY = {"tracking": "ari_event_mean", "pid": "accuracy", "noise": "accuracy", "electron": "f1",
+           "q2": "resolution"}
+# Direction of every metric anything ranks by (PRIMARY's, and the others worth ranking by).
+HIGHER_IS_BETTER = {"ari_event_mean": True, "ari_pooled": True, "accuracy": True, "macro_recall": True,
+                    "f1": True, "efficiency": True, "purity": True, "frac_within_0.1": True,
+                    "resolution": False, "rmse": False}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger ``metric`` is better (KeyError for a metric of no known direction)."""
+    return HIGHER_IS_BETTER[metric]
 
 
 @dataclass
@@ -78,7 +92,10 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
             summaries.append({"cell": dataclasses.asdict(cell), "metrics": dict(r.data.metrics), "resumed": True})
             continue
         extra = load_backbone(cell.backbone)[1] if cell.backbone else {}
-        dkey = serialization(base, extra)[1].hash  # same bins file = same events
+        # same bins and serialization = same events (backbones of other detectors or orders
+        # share a data set's bins but not its serialized events)
+        scfg, bins = serialization(base, extra)
+        dkey = f"{bins.hash}-{sorted(scfg.to_dict().items())}"
         if dkey not in data_cache:
             t0 = time.time()
             probe = dataclasses.replace(base, source="raw", backbone="")
@@ -138,21 +155,27 @@ def load_study_cells(study: str, experiment: str = EXPERIMENT) -> list[dict]:
     return list(out.values())
 
 
-def label_saving_factor(n_fm, score_fm, n_base, score_base) -> dict:
+def label_saving_factor(n_fm, score_fm, n_base, score_base, higher_is_better: bool = True) -> dict:
     """How many times fewer labelled events the FM adapter needs to match AdapterOnly's best.
 
-    target = max AdapterOnly score, reached at n_base* events. n_fm* = the fewest events at which
-    the FM curve reaches the target, linearly interpolated in log(n) between measured points
+    For a metric where lower is better (``higher_is_better=False``, e.g. the q2 resolution) the
+    scores are negated first, so "best" and "reaches" keep their meaning; ``target`` is
+    reported in the metric's own units.
+
+    target = max AdapterOnly score, reached at n_base* events. n_fm* = the fewest events at
+    which the FM curve reaches the target, linearly interpolated in log(n) between measured points
     (with several seeds pass the per-n means). factor = n_base* / n_fm*. If the FM's smallest n
     already beats the target the factor is only a lower bound (``bound = "lower"``); if the FM
     never reaches it, factor is None.
     """
-    n_fm, s_fm = np.asarray(n_fm, float), np.asarray(score_fm, float)
+    sign = 1.0 if higher_is_better else -1.0
+    n_fm, s_fm = np.asarray(n_fm, float), sign * np.asarray(score_fm, float)
+    score_base = sign * np.asarray(score_base, float)
     o = np.argsort(n_fm)
     n_fm, s_fm = n_fm[o], s_fm[o]
     j = int(np.nanargmax(score_base))
     target, n_star = float(score_base[j]), float(np.asarray(n_base, float)[j])
-    out = {"target": target, "n_base": n_star, "n_fm": None, "factor": None, "bound": ""}
+    out = {"target": sign * target, "n_base": n_star, "n_fm": None, "factor": None, "bound": ""}
     if s_fm[0] >= target:
         out.update(n_fm=float(n_fm[0]), factor=n_star / n_fm[0], bound="lower")
         return out
@@ -185,8 +208,9 @@ def study_table(study: str, experiment: str = EXPERIMENT, n_train: int | None = 
         rows.append({"task": task, "source": source, "backbone": backbone,
                      "trainable_params": m.get("trainable_params", float("nan")),
                      "n_train_events": n, "metrics": m})
-    order = {"tracking": 0, "pid": 1, "noise": 2}
-    text = format_table(sorted(rows, key=lambda r: (order[r["task"]], r["source"] != "fm", r["backbone"])))
+    order = {t: i for i, t in enumerate(TASKS)}
+    text = format_table(sorted(rows, key=lambda r: (order.get(r["task"], len(order)), r["source"] != "fm",
+                                                    r["backbone"])))
     if len({tuple(v) for v in seeds.values()}) > 1:  # rows differ: say which seeds each mean covers
         return text + "seeds (mean per row): " + "; ".join(f"{k} {v}" for k, v in sorted(seeds.items())) + "\n"
     some = next(iter(seeds.values()), [])

@@ -23,6 +23,18 @@ def format_table(results: Sequence[dict]) -> str:
                              f"{100 * m['efficiency']:>8.2f}%{100 * m['purity']:>8.2f}%"
                              f"{100 * m['spacepoint_efficiency']:>8.2f}%{100 * m['spacepoint_purity']:>8.2f}%"
                              f"{100 * m.get('restricted_efficiency', float('nan')):>10.2f}%")
+        elif task == "electron":  # F1 first: it is what cells are compared by (studies.PRIMARY)
+            lines.append(f"{'Scattered e':<14}{'#trnbl para.':>14}{'F1':>9}{'eff.':>9}{'purity':>9}{'acc.':>9}")
+            for r in rs:
+                m = r["metrics"]
+                lines.append(f"{_label(r):<14}{_params(r):>14}{m['f1']:>9.4f}{100 * m['efficiency']:>8.2f}%"
+                             f"{100 * m['purity']:>8.2f}%{m['accuracy']:>9.4f}")
+        elif task == "q2":  # resolution and bias in log10 Q2; lower resolution is better
+            lines.append(f"{'log10 Q2':<14}{'#trnbl para.':>14}{'resol.':>9}{'bias':>9}{'|d|<0.1':>9}")
+            for r in rs:
+                m = r["metrics"]
+                lines.append(f"{_label(r):<14}{_params(r):>14}{m['resolution']:>9.4f}{m['bias']:>+9.4f}"
+                             f"{100 * m['frac_within_0.1']:>8.2f}%")
         else:
             lines.append(f"{('PID' if task == 'pid' else 'Noise tagging'):<14}{'#trnbl para.':>14}"
                          f"{'acc.':>9}{'recall':>9}{'pre.':>9}")

@@ -19,11 +19,13 @@ from fm4npp.downstream.adapters import load_adapter, run_name, save_adapter, wri
 from fm4npp.downstream.batching import task_labels
 from fm4npp.downstream.classify import class_weights
 from fm4npp.downstream.config import HIT_GNNS, TRACK_GNNS, FinetuneConfig
+from fm4npp.downstream.dis import ensure_task_labels
 from fm4npp.downstream.fit import train
 from fm4npp.downstream.mlflow_log import log_to_mlflow
 from fm4npp.downstream.model import CLASS_NAMES, DownstreamModel, build_source
 from fm4npp.downstream.scoring import predict, score
-from fm4npp.downstream.splits import data_fingerprint, event_kinematics, load_split, serialization, subset
+from fm4npp.downstream.splits import (data_fingerprint, detectors, event_kinematics, load_split,
+                                      serialization, subset)
 
 
 WHITEN_FIT_POINTS = 200_000  # training points the whitening is fitted on (a seeded sample)
@@ -63,9 +65,10 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
     test_ev = splits["test"][: cfg.n_test_events] if cfg.n_test_events else splits["test"]
     if not train_ev or not test_ev:
         raise ValueError(f"need training and test events, got {len(train_ev)} and {len(test_ev)}")
+    ensure_task_labels(cfg, train_ev, val_ev, test_ev)
 
     weights = None
-    if cfg.task != "tracking":
+    if cfg.task in CLASS_NAMES:
         weights = class_weights([task_labels(cfg.task, e) for e in train_ev], len(CLASS_NAMES[cfg.task]),
                                 cfg.classifier.class_weight_power)
     fingerprint = data_fingerprint(cfg, test_ev, extra)
@@ -101,6 +104,8 @@ def finetune(cfg: FinetuneConfig, splits: dict | None = None, log=print) -> dict
         # is not the paper's (FMs of one size but other objectives are other rows)
         "backbone_size": _backbone_label(model_cfg, extra) if cfg.source == "fm" else "",
         "data_fingerprint": fingerprint,
+        # a backbone may serve data of another detector (splits.serialization): which ran on which
+        **(detectors(cfg, extra) if cfg.data else {}),
         "metrics": metrics,
         "train": fit,
         "train_seconds": t_train,
@@ -135,6 +140,8 @@ def _train_adapter(cfg, model_cfg, backbone, ckpt, train_ev, val_ev, test_ev, we
     if hasattr(source, "fit_whitening"):
         source.fit_whitening(train_ev, states["train"], WHITEN_FIT_POINTS)
     model = DownstreamModel(cfg.task, source, cfg, weights)
+    if cfg.task == "q2":
+        model.adapter.fit_target([e["log10_q2"] for e in train_ev])
     t0 = time.time()
     fit = train(model, cfg, train_ev, states["train"], val_ev, states["val"], log=log)
     return model, fit, states["test"], time.time() - t0
@@ -154,6 +161,7 @@ def evaluate_adapter(directory: str | Path, data: str = "", split: str = "", n_e
         if result.get("checkpoint_hash") and checkpoint_hash(cfg.backbone) != result["checkpoint_hash"]:
             raise ValueError(f"backbone {cfg.backbone} changed since the adapter in {directory} was trained")
     events = load_split(cfg, split or cfg.test_split, n_events, extra)
+    ensure_task_labels(cfg, events)
     if cfg.source == "fm":
         from fm4npp.downstream.features import FeatureCache, backbone_states
 

@@ -14,6 +14,7 @@ import numpy as np
 
 PID_NAMES = ["other", "pion", "kaon", "proton", "electron"]
 NOISE_NAMES = ["non-noise", "noise"]
+ELECTRON_NAMES = ["other", "scattered electron"]  # the ep DIS electron tagger's classes
 
 
 def _flatten(y) -> np.ndarray:
@@ -63,6 +64,23 @@ def classification_metrics(y_true, y_pred, class_names: Sequence[str]) -> dict:
         "n_points": int(t.size),
         "per_class": per_class,
     }
+
+
+def tag_metrics(y_true, y_pred, class_names: Sequence[str] = ELECTRON_NAMES) -> dict:
+    """Hit-level tagging of class 1 (the scattered electron): ``classification_metrics`` plus
+    efficiency (tagged / true hits of the class), purity (true / tagged) and their F1, pooled
+    over all points. With nothing to tag or nothing tagged, the undefined ratio is 0."""
+    out = classification_metrics(y_true, y_pred, class_names)
+    t = _flatten(y_true).astype(np.int64)
+    p = _flatten(y_pred).astype(np.int64)[t >= 0]
+    t = t[t >= 0]
+    tp = int(((t == 1) & (p == 1)).sum())
+    n_true, n_tagged = int((t == 1).sum()), int((p == 1).sum())
+    eff = tp / n_true if n_true else 0.0
+    pur = tp / n_tagged if n_tagged else 0.0
+    out.update(efficiency=eff, purity=pur, f1=2 * eff * pur / (eff + pur) if eff + pur > 0 else 0.0,
+               n_tagged=n_tagged, n_true=n_true)
+    return out
 
 
 def format_per_class_table(metrics: dict, title: str = "") -> str:
