@@ -67,6 +67,9 @@ def select_runs(found, log=print) -> list:
             log(f"[table2] skipping {_name(r)}: no data fingerprint (not a `fm4npp finetune` run, "
                 f"or logged before Table 2 existed)")
             continue
+        if t["fm4npp.task"] not in COLUMNS:  # e.g. the transfer study's electron / q2 tasks
+            log(f"[table2] skipping {_name(r)}: task {t['fm4npp.task']!r} is not in Table 2")
+            continue
         key = (t["fm4npp.task"], row_of(r), t.get("fm4npp.seed", r.data.params.get("seed", "0")))
         if key in seen:
             log(f"[table2] {_name(r)}: an older run of {key}, superseded by a newer one")

@@ -43,6 +43,16 @@ def test_seed_intervals_and_row_order():
     assert "0.8000 [" not in md.split("AdapterOnly")[1].split("\n")[0]  # one seed: no bracket
 
 
+def test_tasks_outside_table2_are_skipped_by_name():
+    from analysis import table2
+
+    said = []
+    runs = [_run("a", accuracy=0.8, macro_recall=0.5, macro_precision=0.6),
+            _run("e", task="electron", source="raw", f1=0.4)]
+    assert [r.info.run_id for r in table2.select_runs(runs, log=said.append)] == ["a"]
+    assert any("'electron' is not in Table 2" in s for s in said)
+
+
 @pytest.mark.parametrize("field,value", [("data", "d2"), ("bins", "b2"), ("test", "t2")])
 def test_refuses_runs_from_mismatched_data(field, value):
     from analysis import table2

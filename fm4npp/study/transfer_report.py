@@ -24,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fm4npp.downstream.studies import higher_is_better
+
 # The metric each task is judged on: macro recall for PID (accuracy rewards predicting pions),
 # F1 of the electron class (accuracy rewards "no electron"), the log10 Q2 resolution.
 VERDICT = {"tracking": "ari_event_mean", "pid": "macro_recall", "noise": "macro_recall",
            "electron": "f1", "q2": "resolution"}
-LOWER_IS_BETTER = {"resolution"}
+LOWER_IS_BETTER = {m for m in VERDICT.values() if not higher_is_better(m)}
 HEADLINE = {"tracking": ("ari_event_mean", "efficiency", "purity"),
             "pid": ("accuracy", "macro_recall", "macro_precision"),
             "noise": ("accuracy", "macro_recall", "macro_precision"),
@@ -82,12 +84,9 @@ def _saving(curves: dict, fm_row: str, metric: str) -> dict | None:
 
     if fm_row not in curves or "from scratch" not in curves:
         return None
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # the factor reads "higher is better"
     f, s = curves[fm_row], curves["from scratch"]
-    out = label_saving_factor(list(f), [sign * v for v in f.values()], list(s),
-                              np.array([sign * v for v in s.values()]))
-    out["target"] = sign * out["target"]
-    return out
+    return label_saving_factor(list(f), list(f.values()), list(s), np.array(list(s.values())),
+                               higher_is_better=metric not in LOWER_IS_BETTER)
 
 
 def _compare(tables: dict, bench: str, a: str, b: str) -> dict | None:
