@@ -1,14 +1,10 @@
-"""The benchmarks' output contract: one JSON object written to benchmarks/results/<name>.json
-and printed as the last stdout line (scripts run as `python benchmarks/<name>.py`, so this
-module imports as `_report`)."""
+"""Kept for benchmarks/pipeline.py only, until its owner imports fm4npp.bench_report (the other
+scripts do): the old `emit(name, result)` with the results beside this file."""
 
-import json
-from pathlib import Path
+from fm4npp.bench_report import emit as _emit, results_dir
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir(__file__)
 
 
 def emit(name: str, result: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    _emit(name, result, RESULTS)

@@ -91,16 +91,14 @@ from pathlib import Path
 
 import torch
 
-from _report import RESULTS, emit
+from fm4npp.bench_report import emit, results_dir
+from fm4npp.model.backbone import FM4NPP
+from fm4npp.model.flops import flops_per_token
+from fm4npp.model.mamba2 import Mamba2
+from fm4npp.model.presets import get_preset
+from fm4npp.model.ssd import ssd_chunked
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from fm4npp.model.backbone import FM4NPP  # noqa: E402
-from fm4npp.model.flops import flops_per_token  # noqa: E402
-from fm4npp.model.mamba2 import Mamba2  # noqa: E402
-from fm4npp.model.presets import get_preset  # noqa: E402
-from fm4npp.model.ssd import ssd_chunked  # noqa: E402
+RESULTS = results_dir(__file__)
 
 # Relative L2 error bounds of the fused path against fp64 (module docstring: why these).
 TOL = {"fp32": 2e-3, "bf16": 2e-2}
@@ -146,12 +144,18 @@ def __getattr__(name):
 
 
 def install_selective_scan_stub() -> str:
-    """Make `import selective_scan_cuda` succeed here and in Ray workers (PYTHONPATH)."""
+    """Make `import selective_scan_cuda` succeed here and in Ray workers."""
     if importlib.util.find_spec("selective_scan_cuda") is not None:
         return "not needed: selective_scan_cuda is installed"
     d = Path(tempfile.mkdtemp(prefix="fm4npp-mamba-stub-"))
-    (d / "selective_scan_cuda.py").write_text(STUB)
-    sys.path.insert(0, str(d))
+    path = d / "selective_scan_cuda.py"
+    path.write_text(STUB)
+    # this process: the stand-in registered by its own file, not by a sys.path entry; Ray
+    # workers are fresh interpreters, so they find it by PYTHONPATH (pretrain passes it on)
+    spec = importlib.util.spec_from_file_location("selective_scan_cuda", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["selective_scan_cuda"] = module
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(d), os.environ.get("PYTHONPATH")]))
     return f"stub in {d}: the Mamba1 CUDA extension was not built (unused by fm4npp)"
 
@@ -625,7 +629,7 @@ def main(argv=None) -> int:
     if dry and (out is None or out.resolve() == (RESULTS / "gpu.json").resolve()):
         out = dry_out  # a dry run's numbers are no GPU results: never in benchmarks/results
     if out is None:
-        emit("gpu", result)
+        emit("gpu", result, RESULTS)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")

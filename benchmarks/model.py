@@ -22,12 +22,13 @@ import time
 
 import torch
 
+from fm4npp.bench_report import emit, results_dir
 from fm4npp.model.backbone import FM4NPP
 from fm4npp.model.flops import flops_per_token
 from fm4npp.model.presets import get_preset
 from fm4npp.model.ssd import ssd_chunked, ssd_recurrent
 
-from _report import emit
+RESULTS = results_dir(__file__)
 
 
 
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
         "scan_speedup_forward_wall>=20": scan["forward"]["speedup"] >= 20,
         "scan_speedup_forward_cpu>=20": scan["forward"]["cpu_speedup"] >= 20,
     }
-    emit("model", result)
+    emit("model", result, RESULTS)
     return 0
 
 

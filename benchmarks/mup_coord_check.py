@@ -21,11 +21,12 @@ import time
 import numpy as np
 import torch
 
+from fm4npp.bench_report import emit, results_dir
 from fm4npp.model import mup
 from fm4npp.model.backbone import FM4NPP
 from fm4npp.model.config import ModelConfig
 
-from _report import RESULTS, emit
+RESULTS = results_dir(__file__)
 
 ACTS = ("bc", "mixer", "hidden", "preds")
 
@@ -136,7 +137,7 @@ def main(argv=None):
     result["mup_flat"] = result["max_abs_slope"]["mup"] < 0.25 < result["max_abs_slope"]["sp"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(result, RESULTS / "mup_coord_check.png")
-    emit("mup_coord_check", result)
+    emit("mup_coord_check", result, RESULTS)
     return 0 if all(math.isfinite(x) for v in slopes.values() for x in v.values()) else 1
 
 

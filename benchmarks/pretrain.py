@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import emit
+from fm4npp.bench_report import emit, results_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+RESULTS = results_dir(__file__)
 
 
 def make_data(events: int, data: str | None) -> Path:
@@ -185,7 +184,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "mlflow": runs.tracking_uri(),
     }
-    emit("pretrain", out)
+    emit("pretrain", out, RESULTS)
     return 0
 
 

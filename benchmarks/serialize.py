@@ -26,15 +26,14 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core numbers
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (after the thread count: numpy reads it on import)
 
-from _report import emit
+from fm4npp.bench_report import emit, results_dir  # noqa: E402
+
+RESULTS = results_dir(__file__)
 
 
 def load_events(n: int, data: str | None, seed: int = 0) -> list[dict]:
@@ -158,7 +157,7 @@ def main() -> int:
         "target_speedup": 10.0,
     })
     result["meets_target"] = bool(result["knn_speedup_vs_best_dense"] >= 10.0 and exact)
-    emit("serialize", result)
+    emit("serialize", result, RESULTS)
     return 0
 
 

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import emit
+from fm4npp.bench_report import emit, results_dir
+
+RESULTS = results_dir(__file__)
 
 PYTHIA_REFERENCE = 3700.0  # events/s/core the issue quotes for PYTHIA alone
 TARGET = 300.0
@@ -116,7 +118,7 @@ def main() -> dict:
           f"end-to-end: {result['e2e_events_per_s_per_core']:.0f} events/s/core "
           f"({result['e2e_events_per_s_wall']:.0f}/s wall); target {TARGET:.0f}")
     result["load_avg_1min"] = os.getloadavg()[0]  # other jobs on the cores slow the wall rates
-    emit("simulate", result)
+    emit("simulate", result, RESULTS)
     return result
 
 

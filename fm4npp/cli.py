@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "fm4npp.pretrain.cli",
     "fm4npp.downstream.cli",
     "fm4npp.study.cli",
+    "fm4npp.analysis.cli",
 ]
 
 

@@ -30,10 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from analysis.load import EXPERIMENT, load_study, parent_run  # noqa: E402
-from fm4npp import runs  # noqa: E402
+from fm4npp import runs
+from fm4npp.analysis.load import EXPERIMENT, load_study, parent_run
 
 
 def _free_port() -> int:

@@ -228,14 +228,9 @@ def test_cli_bad_input_exits_nonzero(tmp_path, data_dir, capsys):
 
 @pytest.mark.slow
 def test_studies_figures_and_resume(tmp_path, data_dir, backbone_dir, monkeypatch, capsys):
-    import sys
-    from pathlib import Path
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root))
-    from analysis import downstream_figures as figs
-    from studies import downstream_data_efficiency as de
+    from fm4npp.analysis import downstream_figures as figs
+    from studies import downstream_data_efficiency as de  # the checkout (pytest pythonpath ".")
     from studies import downstream_model_size as ms
 
     fast = ["--epochs", "1", "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "val_events=0",

@@ -20,11 +20,32 @@ RESULTS = ROOT / "benchmarks" / "results" / "gpu.json"
 
 @pytest.fixture
 def gpu(monkeypatch):
-    """benchmarks/gpu.py as a module (it imports its neighbour _report as the scripts do)."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import importlib
+    """benchmarks/gpu.py as a module, loaded from its file (benchmarks/ is no package)."""
+    import importlib.util
 
-    return importlib.import_module("gpu")
+    spec = importlib.util.spec_from_file_location("fm4npp_benchmark_gpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    # registered before it runs: its dataclasses look their module up in sys.modules
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mamba_triton_only_stub_imports_without_a_path_entry(gpu, monkeypatch):
+    # set, then deleted: monkeypatch then removes the stub from sys.modules afterwards
+    monkeypatch.setitem(sys.modules, "selective_scan_cuda", None)
+    monkeypatch.delitem(sys.modules, "selective_scan_cuda")
+    monkeypatch.setenv("PYTHONPATH", "")
+    path_before = list(sys.path)
+    if "installed" in gpu.install_selective_scan_stub():
+        pytest.skip("the real selective_scan_cuda is installed")
+    import selective_scan_cuda
+
+    assert sys.path == path_before  # this process: registered in sys.modules
+    stub_dir = os.environ["PYTHONPATH"].split(os.pathsep)[0]  # Ray workers: PYTHONPATH
+    assert Path(selective_scan_cuda.__file__).parent == Path(stub_dir)
+    with pytest.raises(RuntimeError, match="not built"):
+        selective_scan_cuda.fwd  # noqa: B018
 
 
 def _stat(path: Path):

@@ -108,7 +108,7 @@ def _fake_study(name, kind, rows, failed=()):
     """
     from fm4npp import runs
 
-    from analysis.load import EXPERIMENT
+    from fm4npp.analysis.load import EXPERIMENT
 
     parent, _ = runs.get_or_start_run(name, tags={"study": name, "study.kind": kind,
                                                   "fm4npp.study_parent": "1"},
@@ -169,8 +169,8 @@ def _data_rows(baseline):
 
 
 def test_figure5_from_mlflow_runs(tmp_path, mlflow_db):
-    from analysis.figure5 import make_figure5
-    from analysis.load import load_study
+    from fm4npp.analysis.figure5 import make_figure5
+    from fm4npp.analysis.load import load_study
 
     rng = np.random.default_rng(0)
     model_rows, compute_rows = [], []
@@ -219,7 +219,7 @@ def test_figure5_from_mlflow_runs(tmp_path, mlflow_db):
 
 def test_figure5_json_model_and_data_studies(tmp_path, mlflow_db):
     """Model + data scaling: all three panels, (c) from the validation curves; figure5.json."""
-    from analysis.figure5 import main
+    from fm4npp.analysis.figure5 import main
 
     rng = np.random.default_rng(1)
     model_rows = _model_rows(baseline=6.0, rng=rng)
@@ -270,7 +270,7 @@ def test_figure5_json_model_and_data_studies(tmp_path, mlflow_db):
 
 
 def test_figure5_frontier_is_lower_envelope_of_curves(tmp_path, mlflow_db):
-    from analysis.figure5 import make_figure5
+    from fm4npp.analysis.figure5 import make_figure5
 
     rows = _model_rows(baseline=3.5)  # w8's early passes (and its end) lie above 3.5
     _fake_study("model_scaling-f", "model_scaling", rows)
@@ -300,7 +300,7 @@ def test_figure5_frontier_is_lower_envelope_of_curves(tmp_path, mlflow_db):
 
 
 def test_figure5_run_worse_than_baseline_is_not_fitted(tmp_path, mlflow_db, capsys):
-    from analysis.figure5 import make_figure5
+    from fm4npp.analysis.figure5 import make_figure5
 
     rows = _model_rows(baseline=6.0)
     rows.append(dict(width="m2", N=1.2e6, D=2e6, C=6 * 1.2e6 * 2e6, L=7.0, baseline=6.0))
@@ -322,7 +322,7 @@ def test_figure5_run_worse_than_baseline_is_not_fitted(tmp_path, mlflow_db, caps
 
 
 def test_figure5_refuses_thin_fits(tmp_path, mlflow_db, capsys):
-    from analysis.figure5 import NoFitError, main, make_figure5
+    from fm4npp.analysis.figure5 import NoFitError, main, make_figure5
 
     # one panel thin, the other not: the thin one says so, the run goes on
     rows = _model_rows(baseline=6.0)[:2]
@@ -370,7 +370,7 @@ def test_figure5_log_axes_label_at_least_three_ticks(lo, hi, style, axis):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.figure5 import readable_log_axis
+    from fm4npp.analysis.log_axes import readable_log_axis
 
     fig, ax = plt.subplots(figsize=(4.8, 4.0))  # one panel's size
     ax.plot([lo, hi], [lo, hi])

@@ -138,7 +138,7 @@ def test_killed_driver_resumes_without_redoing_finished_trials(cluster, data_dir
     # MLflow: one parent with four finished children
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        from analysis.load import load_study, parent_run
+        from fm4npp.analysis.load import load_study, parent_run
 
         trials = load_study("resume-test")
         assert sorted(t.key for t in trials) == sorted(starts)

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fm4npp import runs  # noqa: E402
-
-from fm4npp.study.presets import EXPERIMENT  # noqa: E402  (plain data: no Ray imported)
+from fm4npp import runs
+from fm4npp.study.presets import EXPERIMENT  # plain data: no Ray imported
 
 
 @dataclass
