@@ -40,13 +40,12 @@ def eic_dir(tmp_path_factory):
 def _tpc_dir(root, seed):
     """Toy sphenix_tpc events (no facility: imported-like) with their own bins."""
     from fm4npp.data.convert import write_dataset
-    from fm4npp.data.io import read_events
-    from fm4npp.serialize.bins import fit_bins, save_bins
+    from fm4npp.serialize.bins import fit_bins_from_dir, save_bins
     from fm4npp.serialize.config import SerializeConfig
 
     root.mkdir()
     write_dataset([make_event_table(20, seed, max_tracks=3)], root)
-    save_bins(fit_bins(read_events(root), SerializeConfig(k=4, n_difficulty_bins=3)), root / "bins.json")
+    save_bins(fit_bins_from_dir(root, SerializeConfig(k=4, n_difficulty_bins=3)), root / "bins.json")
     return root
 
 
@@ -258,6 +257,25 @@ def test_backbone_serialization_across_detectors(tmp_path, eic_dir):
     # a backbone without the whole record cannot tell detectors apart: its bins hash holds
     with pytest.raises(BinsError):
         serialization(on(eic_dir), {"bins_hash": extra["bins_hash"], "order": "raster"})
+
+    # a backbone that records the data sets its bins were fitted on (bins_sources) tells them
+    # apart: another data set of the same detector (HERA FM on EIC events) brings its own bins,
+    # other bins on the backbone's own data set are refused
+    from fm4npp.serialize.bins import fit_bins_from_dir, load_bins, save_bins
+    from fm4npp.serialize.config import SerializeConfig
+
+    src = lambda d: load_bins(d / "bins.json").content["fit"]["source"]  # noqa: E731
+    with_src = {**extra, "bins_sources": [src(tpc)]}
+    scfg, bins = serialization(on(tpc_other), with_src)
+    assert scfg.detector == "sphenix_tpc" and bins.hash != extra["bins_hash"]
+    refit = tmp_path / "refit.json"
+    save_bins(fit_bins_from_dir(tpc, SerializeConfig(k=4, n_difficulty_bins=5)), refit)
+    assert load_bins(refit).hash != extra["bins_hash"] and src(tpc) == load_bins(refit).content["fit"]["source"]
+    with pytest.raises(BinsError, match="pretrained on this data set"):
+        serialization(FinetuneConfig(task="electron", source="raw", data=str(tpc), bins=str(refit)), with_src)
+    # a mixture backbone's component bins are its own
+    mixed = {**with_src, "mixture": [{"bins_hash": load_bins(tpc_other / "bins.json").hash}]}
+    assert serialization(on(tpc_other), mixed)[1].hash == load_bins(tpc_other / "bins.json").hash
 
 
 def test_fm_backbone_of_one_detector_on_another(tmp_path, eic_dir):

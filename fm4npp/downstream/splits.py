@@ -24,17 +24,19 @@ def serialization(cfg: FinetuneConfig, extra: dict | None = None):
     - grid (n_bins), k and energy transform of the bins must equal the record; order,
       max_points, cap policy (and the rest) come from the record: a difference is refused
       ("bins ... do not match the serialization the backbone was pretrained with");
-    - same detector as the record: the data is taken to be the backbone's own kind, and the
-      bins must be the very bins it was pretrained with (hash ``extra["bins_hash"]``, when
-      recorded): other bins on the same detector would shift its inputs;
-    - another detector (transfer: e.g. a sphenix_tpc backbone on aleph data): the data's own
-      bins (fitted on its own events: its detector and normalisation) are the right ones, so
-      the hash is not checked and the returned config names the data's detector.
-    Backbones from before the whole record (bins_hash, order, max_points only) know no
-    detector: their bins hash is always checked."""
+    - the backbone's own bins (its ``bins_hash``, or a mixture component's) are used as they are;
+    - other bins fitted on a data set the backbone was pretrained on (its ``bins_sources``: the
+      fit source, name + manifest digest, of each of its bins) are refused: they would shift
+      the inputs the weights were trained on;
+    - bins of another data set (transfer: a sphenix_tpc backbone on aleph data, a HERA one on
+      EIC events) are that data's own, fitted on its events (its detector and normalisation):
+      they are the right ones, and the returned config names the data's detector.
+    Backbones that record no ``bins_sources`` cannot tell data sets apart: there another
+    detector is another data set, and on the same detector the bins hash must match. Backbones
+    from before the whole record (bins_hash, order, max_points only) always check the hash."""
     import dataclasses
 
-    from fm4npp.serialize.bins import load_bins
+    from fm4npp.serialize.bins import BinsError, load_bins
     from fm4npp.serialize.config import SerializeConfig
 
     extra = extra or {}
@@ -45,21 +47,33 @@ def serialization(cfg: FinetuneConfig, extra: dict | None = None):
     fitted = bins.content["config"]
     kw = {"k": int(fitted["k"]), "n_bins": tuple(fitted["n_bins"]), "detector": fitted["detector"],
           "energy_transform": fitted["energy_transform"]}
-    if recorded is not None:
-        differ = {k: (getattr(recorded, k), kw[k]) for k in MODEL_KEYS if getattr(recorded, k) != kw[k]}
-        if differ:
-            raise ValueError(f"bins {path} do not match the serialization the backbone was "
-                             f"pretrained with (backbone, bins): {differ}")
-        if recorded.detector != kw["detector"]:
-            return dataclasses.replace(recorded, detector=kw["detector"]), bins
-    if expected is not None:
-        load_bins(path, expected_hash=expected)  # raises BinsError naming both hashes
-    if recorded is not None:
-        return recorded, bins
-    for key in ("order", "max_points"):  # checkpoints from before the whole record
-        if key in extra:
-            kw[key] = extra[key]
-    return SerializeConfig(**kw), bins
+    if recorded is None:  # checkpoints from before the whole record
+        if expected is not None:
+            load_bins(path, expected_hash=expected)  # raises BinsError naming both hashes
+        for key in ("order", "max_points"):
+            if key in extra:
+                kw[key] = extra[key]
+        return SerializeConfig(**kw), bins
+    differ = {k: (getattr(recorded, k), kw[k]) for k in MODEL_KEYS if getattr(recorded, k) != kw[k]}
+    if differ:
+        raise ValueError(f"bins {path} do not match the serialization the backbone was "
+                         f"pretrained with (backbone, bins): {differ}")
+    own = {expected} | {c.get("bins_hash") for c in extra.get("mixture") or []}
+    theirs = dataclasses.replace(recorded, detector=kw["detector"])
+    if expected is None or bins.hash in own:
+        return theirs, bins
+    sources = extra.get("bins_sources")
+    if sources is not None:
+        source = str(bins.content.get("fit", {}).get("source", ""))
+        if source and source in sources:
+            raise BinsError(f"bins file {path} has hash {bins.hash}, but the backbone was "
+                            f"pretrained on this data set ({source}) with other serialization "
+                            f"bins ({sorted(h for h in own if h)}): use those bins")
+        return theirs, bins
+    if recorded.detector != kw["detector"]:
+        return theirs, bins
+    load_bins(path, expected_hash=expected)  # same detector, no sources: the hash must hold
+    return recorded, bins
 
 
 def detectors(cfg: FinetuneConfig, extra: dict | None = None) -> dict:

@@ -14,7 +14,7 @@ def draw(report: dict, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fm4npp.study.transfer_report import LOWER_IS_BETTER
+    from fm4npp.downstream.studies import higher_is_better
 
     written = []
     tables = report["benchmarks"]
@@ -33,7 +33,7 @@ def draw(report: dict, out_dir: Path) -> list[Path]:
         ax.minorticks_off()
         ax.set_title(bench, fontsize=10)
         ax.set_xlabel("labelled events")
-        ax.set_ylabel(t["metric"] + (" (lower is better)" if t["metric"] in LOWER_IS_BETTER else ""))
+        ax.set_ylabel(t["metric"] + ("" if higher_is_better(t["metric"]) else " (lower is better)"))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
