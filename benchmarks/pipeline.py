@@ -21,7 +21,15 @@ read-task workers) and, measured with 2 actors, also ~40 % more CPU per event th
 loop (driver-side iteration and collate among it), so more events (--events) do not bring the
 ratios down much: quiet machine, 2 actors, wall 1.46 at 2,000 and 1.50 at 8,000 train events.
 
-    python benchmarks/pipeline.py [--quick] [--data DIR] [--actors N] [--events N]
+Mixture (issue 21: target ratio >= 0.9). In the same Ray session: the same number of events
+from a three-way mixture (fm4npp.data.mixture, weights 0.5/0.25/0.25; three toy data sets of
+1/2, 1/4 and 1/4 of --events, each with its own bins, so no component is cycled) against one
+data set alone (the default data, fm4npp.data.pipeline.torch_batches), each timed from building
+its datasets to the last batch, twice, alternating; `mixture_ratio` = mixture events/s over
+single events/s of the second round. The mixture runs one Parquet read and one actor pool
+per component: three actor start-ups per epoch against one.
+
+    python benchmarks/pipeline.py [--quick] [--data DIR] [--actors N] [--events N] [--no-mixture]
 
 Prints one JSON object as its last line and writes benchmarks/results/pipeline.json.
 """
@@ -56,6 +64,66 @@ def make_data(n_events: int, data: str | None) -> Path:
     if not bins.exists():
         save_bins(fit_bins_from_dir(out, SerializeConfig(fit_events=200)), bins)
     return out
+
+
+MIX_WEIGHTS = {"a": 0.5, "b": 0.25, "c": 0.25}
+
+
+def make_mixture_data(n_events: int) -> list[Path]:
+    """Three toy data sets holding n_events between them in proportion to MIX_WEIGHTS."""
+    from fm4npp.serialize.bins import fit_bins_from_dir, save_bins
+    from fm4npp.serialize.config import SerializeConfig
+    from fm4npp.serialize.events import write_toy_shards
+
+    out = []
+    for seed, (name, w) in enumerate(MIX_WEIGHTS.items(), start=11):
+        d = Path(tempfile.gettempdir()) / f"fm4npp-bench-mixture-{n_events}-{name}"
+        if not d.exists():
+            write_toy_shards(d, int(n_events * w), seed=seed, events_per_shard=100)
+        if not (d / "bins.json").exists():
+            save_bins(fit_bins_from_dir(d, SerializeConfig(fit_events=200)), d / "bins.json")
+        out.append(d)
+    return out
+
+
+def measure_mixture(n_events: int, data: Path, bins, cfg, actors: int) -> dict:
+    """One data set alone against a three-way mixture, the same number of events each (see
+    the module docstring); Ray must be up."""
+    from dataclasses import replace
+
+    from fm4npp.data import mixture, pipeline
+    from fm4npp.pretrain.sources import build_mixture, mixture_batches
+    from fm4npp.serialize.bins import load_bins
+
+    dirs = make_mixture_data(n_events)
+    comps = mixture.parse_spec(",".join(f"{n}={d}:{w}" for (n, w), d in zip(MIX_WEIGHTS.items(), dirs)))
+    # three pools share the CPUs the single pool has (logical CPUs: else one pool never starts)
+    mcfg = replace(cfg, actor_num_cpus=1.0 / (len(comps) * actors), read_num_cpus=1.0 / (len(comps) * actors))
+    bins_list = [load_bins(c.bins_path) for c in comps]
+    sizes = [sum(1 for _ in pipeline.iter_split_events(c.path, "train", mcfg, columns=["event_id"]))
+             for c in comps]
+    # stop before any component is through its epoch: a cycled one would start a new pipeline
+    n_batches = int(min(n / c.weight for n, c in zip(sizes, comps)) * 0.95) // cfg.batch_size
+    single_s, mix_s = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for i, _ in enumerate(pipeline.torch_batches(pipeline.build_dataset(data, "train", cfg, bins), cfg)):
+            if i + 1 == n_batches:
+                break
+        single_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        datasets = build_mixture(comps, "train", [mcfg] * len(comps), bins_list)
+        got = sum(1 for _ in mixture_batches(datasets, comps, cfg.batch_size, n_batches=n_batches))
+        mix_s.append(time.perf_counter() - t0)
+    events = n_batches * cfg.batch_size
+    return {"mixture_events": events, "mixture_batches": got,
+            "mixture_components_train_events": sizes,
+            "single_s": [round(t, 2) for t in single_s], "mixture_s": [round(t, 2) for t in mix_s],
+            "single_events_per_s": round(events / single_s[1], 1),
+            "mixture_events_per_s": round(events / mix_s[1], 1),
+            "mixture_ratio": round(single_s[1] / mix_s[1], 3),
+            "mixture_ratio_first": round(single_s[0] / mix_s[0], 3),
+            "mixture_target_ratio": 0.9, "mixture_meets_target": bool(single_s[1] / mix_s[1] >= 0.9)}
 
 
 def _proc_table() -> dict[int, tuple[int, str, float]]:
@@ -165,6 +233,7 @@ def main() -> int:
     ap.add_argument("--data", help="data set directory (default: toy events under /tmp)")
     ap.add_argument("--actors", type=int, default=1, help="serialization actors (default 1)")
     ap.add_argument("--events", type=int, help="toy events to write (default 2500, quick 600)")
+    ap.add_argument("--no-mixture", action="store_true", help="skip the mixture measurement")
     args = ap.parse_args()
 
     import ray
@@ -205,6 +274,7 @@ def main() -> int:
                 times.append(time.perf_counter() - t0)
             cpus.append(meter.used)
             ray_kinds = meter.by_kind
+        mix = {} if args.no_mixture else measure_mixture(n_events, data, bins, cfg, args.actors)
     finally:
         ray.shutdown()
 
@@ -238,6 +308,7 @@ def main() -> int:
         "load_average_1min_after": round(os.getloadavg()[0], 2),
     }
     result["meets_target"] = bool(result["overhead_ratio"] <= 1.5)
+    result.update(mix)
     emit("pipeline", result)
     return 0
 

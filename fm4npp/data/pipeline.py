@@ -101,6 +101,7 @@ def row_to_event(row) -> dict:
         "pid_class": np.asarray(row["pid_class"], dtype=np.int8),
         "noise": np.asarray(row["noise"], dtype=bool),
         "subsystem": np.asarray(row["subsystem"], dtype=np.int8),
+        "dataset": np.int64(row.get("dataset", 0)),
         **({"target_energy": np.asarray(row["target_energy"], dtype=np.float32).reshape(n, k)}
            if row.get("target_energy") is not None else {}),
     }
@@ -117,7 +118,8 @@ def collate(events) -> dict:
     Accepts a list of serialized event dicts, or a Ray numpy batch (dict of columns, ragged
     ones as object arrays). Keys: coords (B,L,3) f32, energy (B,L) f32, mask (B,L) bool,
     targets (B,L,k,3) f32, target_mask (B,L,k) bool, weight (B,) f32, event_id (B,) i64,
-    track_id / pid_class / noise / order / subsystem (B,L) i64 padded with -1 (subsystem: the
+    dataset (B,) i64 (the event's component of a data mixture, fm4npp.data.mixture; 0 for one
+    data set: event ids are unique only within a component), track_id / pid_class / noise / order / subsystem (B,L) i64 padded with -1 (subsystem: the
     schema's ids in scan order, the model's input); target_energy (B,L,k) f32 when every
     event carries it.
     """
@@ -142,6 +144,7 @@ def collate(events) -> dict:
         "target_mask": np.zeros((b, length, k), bool),
         "weight": np.array([e["weight"] for e in events], np.float32),
         "event_id": np.array([e["event_id"] for e in events], np.int64),
+        "dataset": np.array([e.get("dataset", 0) for e in events], np.int64),
     }
     ints = ("track_id", "pid_class", "noise", "order", "subsystem")
     for key in ints:
@@ -172,6 +175,7 @@ def _to_arrow(events: list[dict]):
 
     return pa.table({
         "event_id": pa.array([int(e["event_id"]) for e in events], pa.int64()),
+        "dataset": pa.array([int(e.get("dataset", 0)) for e in events], pa.int64()),
         "n_points": pa.array([len(e["coords"]) for e in events], pa.int64()),
         "weight": pa.array([float(e["weight"]) for e in events], pa.float32()),
         "coords": lists("coords", np.float32),
@@ -219,12 +223,13 @@ def read_shards(batch):
 class SerializeBatch:
     """Ray Data actor: an Arrow batch of raw events -> an Arrow batch of serialized events of
     one split (events of other splits, and skipped/dropped events, leave no row). An event
-    that fails to serialize raises DataError naming its file and row (``_file``/``_row``)."""
+    that fails to serialize raises DataError naming its file and row (``_file``/``_row``).
+    Each row carries ``dataset``: the data set's index in a mixture (0 alone)."""
 
-    def __init__(self, bins_content: dict, pipeline_cfg: dict, split: str):
+    def __init__(self, bins_content: dict, pipeline_cfg: dict, split: str, dataset: int = 0):
         self.bins = Bins(bins_content)
         self.cfg = PipelineConfig(**pipeline_cfg)
-        self.split = split
+        self.split, self.dataset = split, int(dataset)
         self.stats = Counter()
         check_compatible(self.bins, self.cfg.serialize)
 
@@ -246,7 +251,7 @@ class SerializeBatch:
                 raise RayDataError(Problem(files[i], f"cannot serialize: {type(exc).__name__}: {exc}",
                                            row=rows[i], event_id=int(ev["event_id"]))) from exc
             if s is not None:
-                events.append(s)
+                events.append({**s, "dataset": self.dataset})
         if self.cfg.bucket_by_length:
             # Neighbouring rows -> neighbouring batches: sorting a chunk by length groups
             # similar lengths into the same training batches.
@@ -254,8 +259,9 @@ class SerializeBatch:
         return _to_arrow(events)
 
 
-def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
-    """A ray.data.Dataset of serialized events of one split (lazy; ``.materialize()`` to keep).
+def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins, dataset: int = 0):
+    """A ray.data.Dataset of serialized events of one split (lazy; ``.materialize()`` to keep),
+    each row tagged ``dataset`` (its index in a mixture: fm4npp.data.mixture).
 
     Row order is deterministic (preserve_order): the same data, config and seed give the same
     batches. Pass it to a TorchTrainer as ``datasets={split: ds}``; workers read
@@ -285,7 +291,8 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins):
         ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)
     return ds.map_batches(
         SerializeBatch,
-        fn_constructor_kwargs={"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split},
+        fn_constructor_kwargs={"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split,
+                               "dataset": dataset},
         batch_size=cfg.map_batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),

@@ -321,6 +321,6 @@ def _from_train_checkpoint(path: Path):
     model = FM4NPP(model_config_for(PretrainConfig(**state["config"]), k))
     model.load_state_dict(weights, strict=True)
     extra = {"bins_hash": state.get("bins_hash", ""), "step": state.get("step")}
-    extra.update({k: state[k] for k in ("serialize", "order", "max_points", "objective")
-                  if k in state})
+    extra.update({k: state[k] for k in ("serialize", "order", "max_points", "objective", "mixture",
+                                        "bins_sources") if k in state})
     return model, extra

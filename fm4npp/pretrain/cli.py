@@ -14,7 +14,9 @@ def register(subparsers) -> None:
         description="Pretrain one model; rerunning with the same --run-name resumes it.")
     p.add_argument("--preset", required=True, help="model preset (w8 ... w128, m1 ... m6)")
     p.add_argument("--data", default="", help="data set directory (Parquet + manifest.json, "
-                   "bins.json); default: the default data set, simulated into the data home once")
+                   "bins.json), or a mixture NAME=PATH:WEIGHT,... (e.g. sphenix=D1:0.5,aleph=D2:0.5; "
+                   "each PATH with its own bins.json; see fm4npp.data.mixture); default: the "
+                   "default data set, simulated into the data home once")
     p.add_argument("--objective", help="pretraining objective: knn (the paper's, default), "
                    "knn_energy, masked, hybrid; supervised (a labelled reference, not a "
                    "pretraining claim); see fm4npp.pretrain.objectives")

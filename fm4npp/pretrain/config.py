@@ -23,8 +23,10 @@ class PretrainConfig:
     preset: str = "w32"  # model preset name (fm4npp.model.presets.PRESETS)
     n_layers: int = 0  # override the preset's depth (0 = the preset's)
     n_freq: int = 0  # override the preset's NeRF frequencies (0 = the preset's)
-    data: str = ""  # data set directory: Parquet shards + manifest.json
-    bins: str = ""  # serialization bins JSON; "" = <data>/bins.json
+    # data set directory (Parquet shards + manifest.json), or a mixture of several,
+    # NAME=PATH:WEIGHT,... (fm4npp.data.mixture: each PATH with its own bins.json)
+    data: str = ""
+    bins: str = ""  # serialization bins JSON; "" = <data>/bins.json (a mixture: must be "")
     steps: int = 1000  # optimizer steps in total (the cosine schedule ends here)
     warmup: int = -1  # linear warmup steps; -1 = 10 % of `steps` (the paper's 10k of 100k)
     lr: float = 2e-4  # peak learning rate (muP scales it per parameter group)
@@ -109,8 +111,16 @@ class PretrainConfig:
             raise KeyError(f"unknown preset {self.preset!r}; valid presets: {sorted(PRESETS)}")
         if not self.data:
             raise ValueError("no data directory given (config key `data`)")
-        data = Path(self.data).expanduser().resolve()
-        bins = Path(self.bins).expanduser().resolve() if self.bins else data / "bins.json"
+        from fm4npp.data import mixture
+
+        if mixture.is_mixture(self.data):
+            if self.bins:
+                raise ValueError(f"bad pretraining config: bins={self.bins!r} with a data mixture; each "
+                                 "component is serialized with its own PATH/bins.json")
+            data, bins = mixture.format_spec(mixture.parse_spec(self.data)), ""
+        else:
+            data = Path(self.data).expanduser().resolve()
+            bins = Path(self.bins).expanduser().resolve() if self.bins else data / "bins.json"
         checks = [
             (self.steps >= 1, "steps must be >= 1"),
             (self.n_layers >= 0 and self.n_freq >= 0, "n_layers and n_freq must be >= 0 (0 = preset's)"),

@@ -34,7 +34,7 @@ from fm4npp.pretrain.checkpoint import (MODEL_FILE, PRETRAINED_DIR, load_train_s
 from fm4npp.pretrain.config import PretrainConfig
 from fm4npp.pretrain.model_spec import model_config_for
 from fm4npp.pretrain.objectives import build_objective
-from fm4npp.pretrain.sources import MemorySource, StreamSource, materialize
+from fm4npp.pretrain.sources import make_source, materialize
 from fm4npp.pretrain.validation import allreduce_sum, evaluate
 
 
@@ -64,16 +64,20 @@ def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
 
 
-def extra_serialize(serialize: dict) -> dict:
+def extra_serialize(serialize: dict, mixture: list | None = None, sources: list | None = None) -> dict:
     """The checkpoint record of the run's serialization: the whole SerializeConfig, plus the
     two choices the run itself makes (order, point cap) at the top level, where the
-    downstream reads them."""
+    downstream reads them; for a data mixture also ``mixture`` (fm4npp.data.mixture.record:
+    each component's name, path, weight, bins hash, detector); ``bins_sources``: the data sets
+    its bins were fitted on (fm4npp.pretrain.inputs.bins_sources)."""
     return {"serialize": dict(serialize), "order": serialize["order"],
-            "max_points": serialize["max_points"]}
+            "max_points": serialize["max_points"], **({"mixture": mixture} if mixture else {}),
+            **({"bins_sources": list(sources)} if sources is not None else {})}
 
 
 def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra, serialize: dict,
-                     objective: dict, final: bool = False) -> str:
+                     objective: dict, final: bool = False, mixture: list | None = None,
+                     sources: list | None = None) -> str:
     """A checkpoint directory (fm4npp.pretrain.checkpoint): model weights, the training state
     (optimizer, scheduler, RNG, step, data position, counters, config, bins hash, serialization,
     objective record) and, for the final one, ``pretrained/`` in fm4npp.model.io format (what
@@ -88,11 +92,12 @@ def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra, se
 
         save_pretrained(raw_model, os.path.join(d, PRETRAINED_DIR),
                         extra={"bins_hash": bins_hash, "bins": cfg_dict["bins"], "step": step,
-                               "pretrain_run": cfg_dict["run_name"], **extra_serialize(serialize),
+                               "pretrain_run": cfg_dict["run_name"],
+                               **extra_serialize(serialize, mixture, sources),
                                "objective": objective})
     save_train_state(d, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "step": step, "rng": _rng_state(), "config": cfg_dict,
-                         "bins_hash": bins_hash, **extra_serialize(serialize),
+                         "bins_hash": bins_hash, **extra_serialize(serialize, mixture, sources),
                          "objective": objective, **extra})
     return d
 
@@ -100,7 +105,7 @@ def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra, se
 # -- the loop -------------------------------------------------------------------------------
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train worker function. ``config``: {"pretrain": resolved PretrainConfig dict,
-    "bins_hash": str}. Reports metrics every
+    "bins_hash": str, "serialize": dict, "mixture": record or None}. Reports metrics every
     ``log_every`` steps, validates every ``val_every``, checkpoints every ``ckpt_every`` (all
     three also at the last step)."""
     import contextlib
@@ -130,9 +135,7 @@ def train_loop_per_worker(config: dict) -> None:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    source = (StreamSource(train_shard, cfg, world) if cfg.data_mode == "stream"
-              else MemorySource(train_shard, cfg, rank, world))
+    source = make_source(cfg, rank, world, config.get("mixture"))
     val_events = materialize(ray.train.get_dataset_shard("val"), cfg.val_events)
     if not val_events:
         raise ValueError(f"no validation events in {cfg.data}")
@@ -261,7 +264,9 @@ def train_loop_per_worker(config: dict) -> None:
             tmp = _save_checkpoint(raw_model, opt, sched, done, config["pretrain"], bins_hash,
                                    {"metrics": metrics, "counters": dict(counters),
                                     "data_position": source.position()},
-                                   config["serialize"], objective.record(), final=last)
+                                   config["serialize"], objective.record(), final=last,
+                                   mixture=config.get("mixture"),
+                                   sources=config.get("bins_sources"))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
         if tmp is not None:

@@ -13,16 +13,15 @@ import json
 from pathlib import Path
 
 from fm4npp import runs
-from fm4npp.data.shards import MANIFEST
+from fm4npp.data import mixture
 from fm4npp.files import atomic_write_json
 from fm4npp.pretrain.config import PretrainConfig
 from fm4npp.pretrain.checkpoint import PRETRAINED_DIR
+from fm4npp.pretrain.inputs import (RefusedError, bins_hash, bins_sources, check_inputs,  # noqa: F401
+                                    components, load_bins, mixture_record)
+from fm4npp.pretrain.sources import build_mixture, train_keys
 
 RUN_INFO = "fm4npp_run.json"  # beside Ray's files in the run dir: bins hash, MLflow run id
-
-
-class RefusedError(ValueError):
-    """A run that must not start (missing bins, bins differing from the checkpoint's)."""
 
 
 def _user_callback_base():
@@ -71,86 +70,29 @@ def pipeline_config(cfg: PretrainConfig, bins):
     return PipelineConfig(serialize=SerializeConfig(**scfg), data_fraction=cfg.data_fraction)
 
 
-def bins_hash(cfg: PretrainConfig) -> str:
-    """Hash of the run's serialization bins; refuses (RefusedError) when there are none."""
-    from fm4npp.serialize import bins as bins_mod
-
-    path = Path(cfg.bins)
-    if not path.is_file():
-        raise RefusedError(
-            f"no serialization bins at {path}: the data in {cfg.data} cannot be serialized "
-            f"without them; fit them with `fm4npp serialize fit {cfg.data} --out {path}` "
-            f"or pass --set bins=PATH")
-    try:
-        return bins_mod.load_bins(path).hash
-    except ValueError as exc:
-        raise RefusedError(f"unusable serialization bins {path}: {exc}") from exc
-
-
-# -- input validation ---------------------------------------------------------------------
-_VALIDATED: dict[tuple[str, str], tuple] = {}  # (data, bins) -> file stats when they passed
-
-
-def check_inputs(cfg: PretrainConfig, skip_validation: bool = False) -> None:
-    """Refuse bad inputs of a resolved config before any Ray work: a missing data directory
-    or bins (RefusedError), any problem ``fm4npp data validate`` would list (DataError: file,
-    row, problem), bins fitted on another data set (RefusedError). ``skip_validation`` keeps
-    only the checks without which training cannot start. A check that passed is remembered
-    until a file changes, so the CLI and run_pretraining both calling it costs one validation.
-    """
-    from fm4npp.data.validate import check_dataset
-
-    data = Path(cfg.data)
-    if not data.is_dir():
-        what = "is not a directory" if data.exists() else "does not exist"
-        raise RefusedError(f"data directory {data} {what}")
-    bins_hash(cfg)
-    if skip_validation:
-        return
-    key, stats = (cfg.data, cfg.bins), _file_stats(cfg)
-    if _VALIDATED.get(key) == stats:
-        return
-    check_dataset(data)
-    _check_bins_source(cfg)
-    _VALIDATED[key] = stats
-
-
-def _file_stats(cfg: PretrainConfig) -> tuple:
-    data = Path(cfg.data)
-    paths = [Path(cfg.bins), data / MANIFEST, *sorted(data.glob("*.parquet"))]
-    return tuple((str(p), st.st_size, st.st_mtime_ns) for p in paths if p.exists() for st in [p.stat()])
-
-
-def _check_bins_source(cfg: PretrainConfig) -> None:
-    """Bins fitted from a directory record its manifest digest (fm4npp.serialize.bins); refuse
-    them on a data set with another. Bins fitted on events in memory record none: accepted."""
-    from fm4npp.serialize import bins as bins_mod
-
-    source = str(bins_mod.load_bins(cfg.bins).content.get("fit", {}).get("source", ""))
-    fitted = source.partition(" manifest:")[2]
-    here = bins_mod._source_id(cfg.data).partition(" manifest:")[2]
-    if fitted and fitted != here:
-        raise RefusedError(
-            f"serialization bins {cfg.bins} were fitted on another data set ({source!r}; this "
-            f"one is manifest:{here}); refit them with `fm4npp serialize fit {cfg.data} --out "
-            f"{cfg.bins}` or pass --set bins=PATH")
-
-
 def build_datasets(cfg: PretrainConfig) -> dict:
-    """{"train", "val"} Ray Datasets of serialized events. Validation (capped at
-    ``val_events``) is materialized once on the driver; so is the training split in "memory"
-    mode (every worker reads it without serializing again); "stream" mode streams it."""
+    """{"train", "val"} Ray Datasets of serialized events (a mixture: "train_0", "train_1", ...
+    one per component, and "val", the components' val splits concatenated). Validation (capped
+    at ``val_events``, split between components by weight) is materialized once on the driver;
+    so is the training split in "memory" mode (every worker reads it without serializing
+    again); "stream" mode streams it."""
     from fm4npp.data import pipeline
-    from fm4npp.serialize import bins as bins_mod
 
-    bins = bins_mod.load_bins(cfg.bins)
-    pcfg = pipeline_config(cfg, bins)
-    train = pipeline.serialized_dataset(cfg.data, "train", pcfg, bins)
-    val = pipeline.serialized_dataset(cfg.data, "val", pcfg, bins)
+    comps, bins_list = components(cfg), load_bins(cfg)
+    pcfgs = [pipeline_config(cfg, b) for b in bins_list]
+    keep = (lambda ds: ds.materialize()) if cfg.data_mode == "memory" else (lambda ds: ds)
+    if not mixture.is_mixture(cfg.data):
+        val = pipeline.serialized_dataset(cfg.data, "val", pcfgs[0], bins_list[0])
+        train = pipeline.serialized_dataset(cfg.data, "train", pcfgs[0], bins_list[0])
+        return {"train": keep(train), "val": (val.limit(cfg.val_events) if cfg.val_events else val).materialize()}
+    vals = build_mixture(comps, "val", pcfgs, bins_list)
     if cfg.val_events:
-        val = val.limit(cfg.val_events)
-    return {"train": train.materialize() if cfg.data_mode == "memory" else train,
-            "val": val.materialize()}
+        caps = mixture.apportion(cfg.val_events, [c.weight for c in comps])
+        vals = [v.limit(int(n)) for v, n in zip(vals, caps) if n > 0]
+    vals = [v.materialize() for v in vals]
+    trains = build_mixture(comps, "train", pcfgs, bins_list)
+    return {"val": vals[0].union(*vals[1:]).materialize() if len(vals) > 1 else vals[0],
+            **{key: keep(ds) for key, ds in zip(train_keys(cfg), trains)}}
 
 
 # -- trainer --------------------------------------------------------------------------------
@@ -166,18 +108,18 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
     bins_hash_ = bins_hash_ or bins_hash(cfg)
     if cfg.data_mode == "stream":
         _check_stream_fits(cfg)
-    from fm4npp.serialize import bins as bins_mod
-
     res = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         res["GPU"] = 1
     # what the data were serialized with goes into the checkpoint: the downstream adapters
-    # must serialize their events exactly the same way
-    serialize = pipeline_config(cfg, bins_mod.load_bins(cfg.bins)).serialize.to_dict()
+    # must serialize their events exactly the same way (a mixture: the first component's,
+    # the others differ only in their detector and bins, both in the mixture record)
+    serialize = pipeline_config(cfg, load_bins(cfg)[0]).serialize.to_dict()
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"pretrain": cfg.to_dict(), "bins_hash": bins_hash_,
-                           "serialize": serialize},
+                           "serialize": serialize, "mixture": mixture_record(cfg),
+                           "bins_sources": bins_sources(cfg)},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                                resources_per_worker=res),
@@ -192,7 +134,7 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
         # "memory": every worker sees the whole materialized split and picks its slice of each
         # global batch (loop.py); "stream": Ray Data splits the training set between workers
         dataset_config=ray.train.DataConfig(
-            datasets_to_split=["train"] if cfg.data_mode == "stream" else []),
+            datasets_to_split=train_keys(cfg) if cfg.data_mode == "stream" else []),
     )
 
 
@@ -205,8 +147,8 @@ def _check_stream_fits(cfg: PretrainConfig) -> None:
 
     if not ray.is_initialized():
         return
-    pc = PipelineConfig()
-    need = cfg.workers * cfg.cpus_per_worker + pc.num_actors * pc.actor_num_cpus + 1.0
+    pc = PipelineConfig()  # each component of a mixture has its own actor pool
+    need = cfg.workers * cfg.cpus_per_worker + len(train_keys(cfg)) * pc.num_actors * pc.actor_num_cpus + 1.0
     have = ray.cluster_resources().get("CPU", 0.0)
     if need > have:
         raise RefusedError(
@@ -224,7 +166,7 @@ def _check_run_dir(cfg: PretrainConfig, h: str) -> dict:
         if info.get("bins_hash") != h:
             raise RefusedError(
                 f"run {cfg.run_name!r} in {info_path.parent} was trained with serialization bins "
-                f"of hash {info.get('bins_hash')}, but {cfg.bins} has hash {h}; refusing to "
+                f"of hash {info.get('bins_hash')}, but {cfg.bins or 'the mixture'} has hash {h}; refusing to "
                 f"resume (use another run name for the new bins)")
         return info
     return {}
@@ -300,10 +242,13 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
     from fm4npp.pretrain.objectives import objective_tags
 
     run_tags = {"preset": cfg.preset, "bins_hash": h, **objective_tags(cfg), **(tags or {})}
-    params = {**cfg.to_dict(), "bins_hash": h}
+    rec = mixture_record(cfg)
+    # the mixture whole (mixture.read_record reads it back) and one flat param per weight
+    mix = {"mixture": json.dumps(rec), **{f"mixture.{r['name']}.weight": r["weight"] for r in rec}} if rec else {}
+    params = {**cfg.to_dict(), "bins_hash": h, **mix}
     run_id, _ = runs.get_or_start_run(cfg.run_name, params, run_tags, parent_run_id,
                                       cfg.experiment, storage=cfg.storage_path)
-    _write_run_info(cfg, {**info, "bins_hash": h, "mlflow_run_id": run_id,
+    _write_run_info(cfg, {**info, "bins_hash": h, "mlflow_run_id": run_id, "mixture": rec,
                           "experiment": cfg.experiment, "config": cfg.to_dict()})
     cbs = [make_mlflow_callback(run_id, runs.tracking_uri()), *(callbacks or [])]
     try:
