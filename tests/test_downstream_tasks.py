@@ -295,3 +295,31 @@ def test_fm_backbone_of_one_detector_on_another(tmp_path, eic_dir):
     res = finetune(cfg, log=lambda m: None)
     assert (res["data_detector"], res["backbone_detector"]) == ("zeus", "sphenix_tpc")
     assert 0 <= res["metrics"]["f1"] <= 1 and res["n_test_events"] > 0
+
+
+def test_study_rows_without_a_backbone_see_the_fms_events(tmp_path, eic_dir, monkeypatch):
+    """run_cells: AdapterOnly takes the serialization of the grid's FM (its point cap), so both
+    rows are trained and scored on the same events (they were not when AdapterOnly used the
+    default cap of 3,200 points and the FM its pretraining cap)."""
+    from fm4npp import runs
+    from fm4npp.data.io import read_events
+    from fm4npp.downstream.studies import Cell, load_study_cells, run_cells
+    from fm4npp.model.backbone import FM4NPP
+    from fm4npp.model.io import save_pretrained
+    from fm4npp.model.presets import get_preset
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    torch.manual_seed(0)
+    fm_dir = tmp_path / "fm"
+    lengths = sorted(len(e["hit_x"]) for e in read_events(eic_dir))
+    cap = lengths[len(lengths) // 4]  # the FM's cap drops three quarters of the events
+    save_pretrained(FM4NPP(get_preset("w8", n_layers=1, k=4)), fm_dir,
+                    extra=_record(eic_dir, max_points=cap))
+    base = _fast(task="electron", data=str(eic_dir), cache_dir=str(tmp_path / "cache"))
+    run_cells("t", [Cell("electron", "fm", "w8", str(fm_dir), 40, 0), Cell("electron", "raw", "", "", 40, 0)],
+              base, "test-downstream", log=lambda m: None)
+    cells = {c["source"]: c for c in load_study_cells("t", "test-downstream")}
+    used = {s: c["metrics"]["n_train_events"] for s, c in cells.items()}
+    assert used["raw"] == used["fm"] < 20  # of ~48 training events, those under the FM's cap
+    tags = {s: runs.client().get_run(c["run_id"]).data.tags for s, c in cells.items()}
+    assert tags["fm"]["fm4npp.test_events_hash"] == tags["raw"]["fm4npp.test_events_hash"]

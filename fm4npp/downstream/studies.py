@@ -6,8 +6,10 @@ metrics: every number of the task's metrics, plus ``backbone_params``). Cells ru
 another in this process: adapters on cached frozen features are small, and on a 2-core machine
 a process pool would only contend. A rerun skips cells whose child run FINISHED (resume).
 
-Events are loaded once per serialization (bins hash and config) and shared by every cell, so
-all rows of a figure are scored on the same test events. With ``out`` set in the base config,
+Events are loaded once per serialization (bins hash and config) and shared by every cell;
+cells without a backbone (AdapterOnly, from scratch) take the serialization of the grid's first
+FM backbone (its point cap and order), so all rows of a figure are trained and scored on the
+same events. With ``out`` set in the base config,
 every cell's adapter and result.json are also saved under ``<out>/<cell key>`` (e.g. for
 Figure 8). Primary metrics and their directions: PRIMARY, HIGHER_IS_BETTER.
 """
@@ -82,6 +84,7 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
         study, params={"cells": len(cells), **{k: v for k, v in base.to_dict().items() if not isinstance(v, dict)}},
         tags={"study": study, "fm4npp.study_parent": "1"}, experiment=experiment)
     data_cache: dict[str, dict] = {}
+    reference = next((c.backbone for c in cells if c.backbone), "")
     summaries = []
     for i, cell in enumerate(cells):
         name = f"{study}/{cell.key}"
@@ -91,7 +94,9 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
             log(f"[{i + 1}/{len(cells)}] {cell.key}: done before (run {r.info.run_id}), skipped")
             summaries.append({"cell": dataclasses.asdict(cell), "metrics": dict(r.data.metrics), "resumed": True})
             continue
-        extra = load_backbone(cell.backbone)[1] if cell.backbone else {}
+        # AdapterOnly and from scratch see the events the way the study's first FM does (its
+        # point cap and order), so every row is trained and scored on the same events
+        extra = load_backbone(cell.backbone or reference)[1] if (cell.backbone or reference) else {}
         # same bins and serialization = same events (backbones of other detectors or orders
         # share a data set's bins but not its serialized events)
         scfg, bins = serialization(base, extra)
