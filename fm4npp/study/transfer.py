@@ -80,7 +80,7 @@ PRESETS = {
         benchmarks=tuple(BENCHMARKS), label_counts=(100, 300), seeds=(0, 1, 2), events=1200,
         pretrain=dict(batch_size=8, max_points=1024, lr=3e-3, val_every=200, ckpt_every=200,
                       log_every=50, val_events=64, subsystem_embedding=True),
-        finetune=dict(epochs=10, max_steps=600, n_test_events=200, val_events=0),
+        finetune=dict(epochs=10, max_steps=300, n_test_events=150, val_events=0),
     ),
     # The proposal's scale (GPU cluster): m3 FMs, label curves to 3,000 events.
     "paper": TransferPreset(
