@@ -292,3 +292,16 @@ def test_pretraining_on_a_two_detector_mixture_records_it(ray_local, tpc, aleph,
 
     srcs = [load_bins(d / "bins.json").content["fit"]["source"] for d in (tpc, aleph)]
     assert extra["bins_sources"] == state["bins_sources"] == srcs and all(srcs)
+
+
+def test_a_mixtures_training_set_is_its_components_together(tpc, aleph):
+    import dataclasses
+
+    from fm4npp.pretrain.config import PretrainConfig
+    from fm4npp.study.trial import train_set_spacepoints
+
+    cfg = PretrainConfig(preset="w16", data=_spec(tpc, aleph, (0.5, 0.5)), max_points=400).resolved()
+    one = [train_set_spacepoints(dataclasses.replace(cfg, data=str(d), bins=str(d / "bins.json")))
+           for d in (tpc, aleph)]
+    assert all(n > 0 for n in one)
+    assert train_set_spacepoints(cfg) == sum(one)

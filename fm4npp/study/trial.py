@@ -24,8 +24,14 @@ def train_set_spacepoints(cfg) -> int:
     from fm4npp.data.pipeline import keep_mask
     from fm4npp.pretrain.run import pipeline_config
 
+    from fm4npp.data import mixture
     from fm4npp.serialize.bins import load_bins
 
+    if mixture.is_mixture(cfg.data):  # the components' training sets together
+        import dataclasses
+
+        return sum(train_set_spacepoints(dataclasses.replace(cfg, data=c.path, bins=str(c.bins_path)))
+                   for c in mixture.parse_spec(cfg.data))
     pcfg = pipeline_config(cfg, load_bins(cfg.bins))
     cap, policy = pcfg.serialize.max_points, pcfg.serialize.cap_policy
     total = 0
