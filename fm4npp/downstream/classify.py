@@ -30,14 +30,18 @@ class PointClassifier(nn.Module):
             nn.Linear(d, cfg.d_hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_hidden, n_classes)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B,L,d_in), mask (B,L) True = real point -> logits (B,L,C)."""
+    def points(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B,L,d_in), mask (B,L) True = real point -> point embeddings (B,L,d_embed)."""
         h = self.drop(self.proj(x))
         # key padding: padded points are never attended to (rows of padded queries are ignored)
         kpm = ~mask
         kpm = kpm & ~kpm.all(-1, keepdim=True)  # an empty event would give NaN rows
         a = self.attn(h, h, h, key_padding_mask=kpm, need_weights=False)[0]
-        return self.head(self.norm(h + a))
+        return self.norm(h + a)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B,L,d_in), mask (B,L) True = real point -> logits (B,L,C)."""
+        return self.head(self.points(x, mask))
 
 
 def class_weights(labels, n_classes: int, power: float = 0.5) -> torch.Tensor:

@@ -19,20 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fm4npp.downstream.classify import PointClassifier
 from fm4npp.downstream.config import ClassifierConfig
 
 
-class EventRegressor(nn.Module):
+class EventRegressor(PointClassifier):
+    """The classifier's point stage, then mean and max pooling over the event and an MLP."""
+
     def __init__(self, d_in: int, cfg: ClassifierConfig | None = None):
-        super().__init__()
-        self.cfg = cfg = cfg or ClassifierConfig()
-        d = cfg.d_embed
-        self.proj = nn.Linear(d_in, d)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.attn = nn.MultiheadAttention(d, cfg.n_heads, batch_first=True)
-        self.norm = nn.LayerNorm(d)
-        self.head = nn.Sequential(nn.Linear(2 * d, cfg.d_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                  nn.Linear(cfg.d_hidden, 1))
+        super().__init__(d_in, 1, cfg)
+        d = self.cfg.d_embed
+        self.head = nn.Sequential(nn.Linear(2 * d, self.cfg.d_hidden), nn.ReLU(),
+                                  nn.Dropout(self.cfg.dropout), nn.Linear(self.cfg.d_hidden, 1))
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
 
@@ -44,10 +42,7 @@ class EventRegressor(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B,L,d_in), mask (B,L) True = real point -> prediction (B,) in label units."""
-        h = self.drop(self.proj(x))
-        kpm = ~mask
-        kpm = kpm & ~kpm.all(-1, keepdim=True)  # an empty event would give NaN rows
-        h = self.norm(h + self.attn(h, h, h, key_padding_mask=kpm, need_weights=False)[0])
+        h = self.points(x, mask)
         m = mask.unsqueeze(-1).to(h.dtype)
         mean = (h * m).sum(1) / m.sum(1).clamp(min=1)
         mx = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
