@@ -144,6 +144,7 @@ def test_report_files_carry_the_verdicts_and_the_figures(tmp_path):
     assert js["report"]["matrix_gain_vs_adapter_only"]["eic-electron"]["FM zeus"] == pytest.approx(0.05)
     md = to_markdown(report)
     assert "**M1: met**" in md and "| FM mix | 100 |" in md
+    assert "| FM zeus | " in md.split("## Transfer matrix")[1] and "+0.0500" in md
 
 
 @pytest.mark.slow

@@ -199,6 +199,14 @@ def to_markdown(report: dict) -> str:
         for row, r in t["rows"].items():
             lines.append(f"| {row} | {r['n_train']} | " + " | ".join(_fmt(r["metrics"][m]) for m in heads) + " |")
         lines.append("")
+    matrix = report["matrix_gain_vs_adapter_only"]
+    fms = sorted({r for per in matrix.values() for r in per})
+    if fms:
+        lines += ["## Transfer matrix: gain over AdapterOnly (judged metric; + is better)", "",
+                  "| FM | " + " | ".join(matrix) + " |", "|---|" + "---|" * len(matrix)]
+        lines += [f"| {f} | " + " | ".join(f"{matrix[b][f]:+.4f}" if f in matrix[b] else "–"
+                                           for b in matrix) + " |" for f in fms]
+        lines.append("")
     lines += ["## Verdicts", ""]
     for k, v in report["verdicts"].items():
         why = v.get("reason") or _evidence_line(k, v["evidence"])
