@@ -53,6 +53,17 @@ def test_shipped_detectors():
     assert all(m.sigma_z0 == pytest.approx(0.018 / np.tan(np.radians(5))) for m in stereo)  # ~2 mm
 
 
+def test_sphenix_tpc_part_is_sphenix_tpc():
+    # the TPC is written out in both files (a detector file has no includes): they must not drift
+    alone, full = load_detector("sphenix_tpc"), load_detector("sphenix")
+    tpc = [m for m in full.modules if m.subsystem == "tpc"]
+    assert tpc == list(alone.modules) and len(tpc) == 3
+    for part in ("volumes", "disks", "materials"):
+        assert set(getattr(alone, part)) <= set(getattr(full, part)), part
+    assert set(alone.cylinders) <= set(full.cylinders)
+    assert (alone.b_field_t, alone.world_r, alone.world_z) == (full.b_field_t, full.world_r, full.world_z)
+
+
 @pytest.mark.parametrize("name", DETECTORS)
 def test_high_pt_track_leaves_one_hit_per_layer(name):
     det = load_detector(name)

@@ -74,6 +74,21 @@ def test_plain_loader_nested_fractions_and_counts(data_dir, scfg, bins):
     assert 0 < len(ids_half) < 60 and ids_half <= {int(e["event_id"]) for e in all_train}
 
 
+@pytest.mark.parametrize("policy", ["drop", "crop"])
+def test_policy_counts_match_serialization_under_a_cap(data_dir, scfg, bins, policy):
+    # the counts from point numbers alone and the serializer's own apply the same rule
+    import dataclasses
+
+    sizes = sorted(len(e["coords"]) for e in pipeline.load_serialized(
+        data_dir, "train", scfg, bins, PipelineConfig(serialize=scfg, split_fractions=(1.0, 0.0, 0.0))))
+    capped = dataclasses.replace(scfg, max_points=sizes[len(sizes) // 2], cap_policy=policy)
+    pcfg = PipelineConfig(serialize=capped, split_fractions=(1.0, 0.0, 0.0))
+    stats = Counter()
+    pipeline.load_serialized(data_dir, "train", capped, bins, pcfg, stats)
+    assert stats[ev_mod.DROPPED_CAP if policy == "drop" else ev_mod.CROPPED] > 0
+    assert pipeline.policy_counts(data_dir, "train", pcfg) == +stats
+
+
 def test_collate_pads_and_masks(data_dir, scfg, bins):
     evs = pipeline.load_serialized(data_dir, "train", scfg, bins, PipelineConfig(serialize=scfg))[:3]
     b = pipeline.collate(evs)

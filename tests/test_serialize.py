@@ -239,6 +239,40 @@ def test_serialize_event_skips_tiny_events_and_applies_the_cap(bins, cfg):
         ev_mod.serialize_event(bad, bins, cfg)
 
 
+@pytest.mark.parametrize("policy", ["drop", "crop"])
+def test_serialize_event_follows_the_one_keep_drop_rule(bins, cfg, policy):
+    # serialize_event, bin fitting, the pipeline's counts and the studies' D all use
+    # config.kept_points: what it says an event brings is what serialization makes of it
+    from fm4npp.serialize.config import kept_points
+
+    events = toy_events(12, seed=4, max_tracks=20)
+    events.append({"event_id": 99, "hit_x": [40.0], "hit_y": [1.0], "hit_z": [3.0], "hit_energy": [2.0]})
+    sizes = [len(e["hit_x"]) for e in events]
+    for cap in (0, int(np.median(sizes))):
+        c = SerializeConfig(k=cfg.k, max_points=cap, cap_policy=policy)
+        made = [ev_mod.serialize_event(e, bins, c) for e in events]
+        assert [0 if m is None else len(m["coords"]) for m in made] == kept_points(sizes, c).tolist()
+
+
+def test_the_keep_drop_rule_is_spelled_once():
+    # a second copy of the rule branches on the policy outside fm4npp/serialize/config.py,
+    # and can drift from it silently
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"cap_policy\s*(==|!=|\bin\b\s*\(|\bis\b)")
+    found = []
+    for d in ("fm4npp", "studies", "analysis", "benchmarks", "scripts"):
+        for path in sorted((root / d).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel == "fm4npp/serialize/config.py":
+                continue
+            found += [f"{rel}:{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
+                      if pattern.search(line)]
+    assert not found, "use fm4npp.serialize.config.kept_points / over_cap:\n" + "\n".join(found)
+
+
 def test_config_must_match_the_bins(bins):
     with pytest.raises(ValueError, match="k=10"):
         ev_mod.check_compatible(bins, SerializeConfig(k=30))

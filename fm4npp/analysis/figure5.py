@@ -40,12 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from fm4npp.analysis import powerlaw
-from fm4npp.analysis.figure5_panels import (BASELINE_LABEL, KINDS, MIN_POINTS_FIT, PANELS,
+from fm4npp.analysis.figure5_panels import (BASELINE_LABEL, MIN_POINTS_FIT, PANELS,
                                             WORSE_LABEL, NoFitError, figure5_json, fits_json,
                                             median_baseline, build_panel, curves_for_c,
                                             panel_points, thin_message)
 from fm4npp.analysis.load import TrialRun, load_study, parent_run
 from fm4npp.analysis.log_axes import readable_log_axis
+from fm4npp.study.presets import KINDS  # plain data: no Ray imported
 
 __all__ = ["NoFitError", "build_panel", "draw_panel", "main", "make_figure5", "panel_points",
            "readable_log_axis"]

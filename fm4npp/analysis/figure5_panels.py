@@ -11,7 +11,6 @@ import numpy as np
 from fm4npp.analysis import powerlaw
 from fm4npp.analysis.load import TrialRun
 
-KINDS = ("model_scaling", "data_scaling", "compute_scaling")
 # fewer distinct x than this and a power law's exponent is not a measurement (two points
 # always lie on some power law): no fit at all
 MIN_POINTS_FIT = 3

@@ -31,7 +31,7 @@ import numpy as np
 
 from fm4npp.data.schema import PRE_V3_SUBSYSTEM, SUBSYSTEM_IDS
 from fm4npp.serialize.bins import Bins
-from fm4npp.serialize.config import PipelineConfig, SerializeConfig
+from fm4npp.serialize.config import MIN_POINTS, PipelineConfig, SerializeConfig, kept_points, over_cap
 from fm4npp.serialize.events import (CROPPED, DROPPED_CAP, KEPT, SEEN, SKIPPED_FEW, check_compatible,
                                      serialize_event)
 from fm4npp.serialize.splits import (READ_COLUMNS, SPLITS, event_uniform, in_fraction, iter_split_events,  # noqa: F401
@@ -73,11 +73,12 @@ def policy_counts(data_dir, split: str, cfg: PipelineConfig) -> Counter:
     for _, _, table in iter_tables(data_dir, ["event_id", "hit_x"], check=False, empty="keep"):
         mask = keep_mask(table.column("event_id").to_numpy(), split, cfg)
         n = pc.fill_null(pc.list_value_length(table.column("hit_x")), 0).to_numpy()[mask]
-        over = (n > scfg.max_points) & (n >= 2) if scfg.max_points else np.zeros(n.shape, bool)
+        over, kept = over_cap(n, scfg), kept_points(n, scfg) > 0
         counts[SEEN] += int(n.size)
-        counts[SKIPPED_FEW] += int((n < 2).sum())
-        counts[DROPPED_CAP if scfg.cap_policy == "drop" else CROPPED] += int(over.sum())
-        counts[KEPT] += int(n.size - (n < 2).sum() - (over.sum() if scfg.cap_policy == "drop" else 0))
+        counts[SKIPPED_FEW] += int((n < MIN_POINTS).sum())
+        counts[DROPPED_CAP] += int((over & ~kept).sum())
+        counts[CROPPED] += int((over & kept).sum())
+        counts[KEPT] += int(kept.sum())
     return counts
 
 

@@ -150,7 +150,7 @@ class FinetuneConfig:
     epochs: int = 20
     max_steps: int = 0  # cap on optimizer steps (0 = epochs decide)
     val_events: int = 100  # validation events for picking the best epoch by val loss (0 = off)
-    batch_size: int = 8
+    batch_size: int = 8  # events per batch; also scoring's and feature extraction's default
     lr: float = 1e-3
     # The softmax layer-mix logits: a handful of scalars with small gradients; at `lr` they
     # stayed within 0.18-0.22 of uniform after 1,500 steps (5 layers), i.e. never chose.

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fm4npp import paths
-from fm4npp.downstream.config import FM_COMBINE
+from fm4npp.downstream.config import FM_COMBINE, FinetuneConfig
 from fm4npp.files import BadFileError, atomic_path, read_safetensors
 # Bumped whenever what is stored per event changes (2: the embedding joined the layers), so an
 # old cache is never read as the new layout.
@@ -112,7 +112,7 @@ def backbone_states(
     events: Sequence[dict],
     *,
     cache: FeatureCache | None = None,
-    batch_size: int = 8,
+    batch_size: int = FinetuneConfig.batch_size,
     progress: bool = False,
 ) -> list[torch.Tensor]:
     """Per event, the frozen backbone's hidden states (N_i, n_layers + 1, d_model), float16.

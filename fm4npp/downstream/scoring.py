@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from fm4npp.downstream.batching import _by_length, make_batch, task_labels
+from fm4npp.downstream.config import FinetuneConfig
 from fm4npp.downstream.model import CLASS_NAMES, DownstreamModel
 from fm4npp.metrics.classification import classification_metrics, tag_metrics
 from fm4npp.metrics.regression import log_q2_metrics
@@ -13,7 +14,8 @@ from fm4npp.metrics.tracking import tracking_metrics
 
 
 @torch.no_grad()
-def predict(model: DownstreamModel, events, states=None, batch_size: int = 8) -> list[np.ndarray]:
+def predict(model: DownstreamModel, events, states=None,
+            batch_size: int = FinetuneConfig.batch_size) -> list[np.ndarray]:
     """Per event, the predicted label of each point (serialized order); for q2 the event's
     predicted log10 Q2 (a float)."""
     model.eval()

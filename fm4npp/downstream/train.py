@@ -148,7 +148,7 @@ def _train_adapter(cfg, model_cfg, backbone, ckpt, train_ev, val_ev, test_ev, we
 
 
 def evaluate_adapter(directory: str | Path, data: str = "", split: str = "", n_events: int = 0,
-                     batch_size: int = 8) -> dict:
+                     batch_size: int = FinetuneConfig.batch_size) -> dict:
     """Score a saved adapter on a split (default: its config's test split and data set)."""
     model, cfg, result = load_adapter(directory)
     if data:

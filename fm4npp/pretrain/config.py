@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fm4npp import paths
 from fm4npp.overrides import coerce, parse_pairs
+from fm4npp.serialize.config import PipelineConfig
 
 
 @dataclass
@@ -33,7 +34,8 @@ class PretrainConfig:
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     grad_clip: float = 0.1  # max global gradient norm
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of the peak lr
-    batch_size: int = 8  # GLOBAL batch in events; split evenly across workers
+    # GLOBAL batch in events, split evenly across workers; by default the data pipeline's batch
+    batch_size: int = PipelineConfig.batch_size
     workers: int = 1  # Ray Train workers (DDP ranks)
     cpus_per_worker: float = 0.5  # fractional so Ray Data still gets a CPU on 2 cores
     use_gpu: bool = False  # one GPU per worker, NCCL, bf16 autocast

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fm4npp.files import atomic_write_json
-from fm4npp.serialize.config import SerializeConfig
+from fm4npp.serialize.config import SerializeConfig, kept_points
 from fm4npp.serialize.coords import (ETA, PHI, R, detector_geometry, normalise, normalised_coords, transform_energy,
                                     z_measured)
 
@@ -265,7 +265,7 @@ def fit_bins(events, cfg: SerializeConfig, source: str = "") -> Bins:
     n_events = 0
     for ev in events:
         n = len(ev["hit_x"])
-        if n < 2 or (cfg.max_points and n > cfg.max_points and cfg.cap_policy == "drop"):
+        if not kept_points(n, cfg):
             continue
         coords = normalised_coords(ev["hit_x"], ev["hit_y"], ev["hit_z"], ranges,
                                    geo.layer_radii_cm, cfg.snap_r_tol_cm)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from fm4npp.sim.config import DEFAULT_DETECTOR  # plain dataclasses: no PYTHIA at import
 
 ORDERS = ("raster", "radial", "zorder", "hilbert", "random")
@@ -64,6 +66,27 @@ class SerializeConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# The keep/drop rule of an event by its point count, spelled once: serialization, bin fitting,
+# the pipeline's policy counts and the studies' training-set sizes must agree on which events
+# (and how many of their points) training sees.
+MIN_POINTS = 2  # an event needs a neighbour to predict
+
+
+def over_cap(n_points, cfg: SerializeConfig) -> np.ndarray:
+    """Which events (each of >= MIN_POINTS points) exceed ``cfg.max_points``: dropped or
+    cropped, by ``cfg.cap_policy``. Works on a count or an array of counts."""
+    n = np.asarray(n_points)
+    return (n >= MIN_POINTS) & (n > cfg.max_points) if cfg.max_points else np.zeros(n.shape, bool)
+
+
+def kept_points(n_points, cfg: SerializeConfig) -> np.ndarray:
+    """The points each event brings to training: 0 for an event skipped (< MIN_POINTS) or
+    dropped over the cap, ``max_points`` for one cropped to it, else all of them."""
+    n = np.asarray(n_points)
+    capped = 0 if cfg.cap_policy == "drop" else cfg.max_points
+    return np.where(n < MIN_POINTS, 0, np.where(over_cap(n, cfg), capped, n))
 
 
 @dataclass

@@ -25,7 +25,7 @@ from collections import Counter
 import numpy as np
 
 from fm4npp.serialize.bins import Bins
-from fm4npp.serialize.config import SerializeConfig
+from fm4npp.serialize.config import MIN_POINTS, SerializeConfig, kept_points, over_cap
 from fm4npp.data.schema import PRE_V3_SUBSYSTEM, SUBSYSTEM_IDS, SUBSYSTEMS
 from fm4npp.serialize.coords import normalised_coords, standardised_energy, z_measured
 from fm4npp.serialize.knn import (gather_neighbor_values, gather_targets, mean_neighbor_distance,
@@ -65,11 +65,11 @@ def serialize_event(event: dict, bins: Bins, cfg: SerializeConfig, stats: Counte
     event_id = int(event["event_id"])
     x = np.asarray(event["hit_x"], dtype=np.float64)
     n = x.shape[0]
-    if n < 2:
+    if n < MIN_POINTS:
         stats[SKIPPED_FEW] += 1
         return None
-    crop = bool(cfg.max_points) and n > cfg.max_points
-    if crop and cfg.cap_policy == "drop":
+    crop = bool(over_cap(n, cfg))
+    if crop and not kept_points(n, cfg):
         stats[DROPPED_CAP] += 1
         return None
     y = np.asarray(event["hit_y"], dtype=np.float64)

@@ -116,8 +116,11 @@ def grid(preset: ObjectivesPreset) -> list[dict]:
 
 
 def study_preset(preset: ObjectivesPreset) -> StudyPreset:
+    from fm4npp.pretrain.config import PretrainConfig
+
+    batch_size = preset.pretrain.get("batch_size", PretrainConfig.batch_size)
     return StudyPreset(widths=(preset.width,), steps={preset.width: preset.steps},
-                       data_width=preset.width, batch_size=preset.pretrain.get("batch_size", 8),
+                       data_width=preset.width, batch_size=batch_size,
                        seeds=(0,), pretrain={k: v for k, v in preset.pretrain.items()
                                              if k != "batch_size"})
 

@@ -143,10 +143,11 @@ def grid(p: TransferPreset, dirs: dict[str, str]) -> list[dict]:
 
 
 def study_preset(p: TransferPreset):
+    from fm4npp.pretrain.config import PretrainConfig
     from fm4npp.study.presets import StudyPreset
 
     return StudyPreset(widths=(p.width,), steps={p.width: p.steps}, data_width=p.width,
-                       batch_size=p.pretrain.get("batch_size", 8), seeds=(0,),
+                       batch_size=p.pretrain.get("batch_size", PretrainConfig.batch_size), seeds=(0,),
                        pretrain={k: v for k, v in p.pretrain.items() if k != "batch_size"},
                        **p.study)
 

@@ -17,7 +17,6 @@ def train_set_spacepoints(cfg) -> int:
     """Spacepoints in a run's training set: the train split at its data fraction, after the
     serialization point cap. Figure 5(b)'s x: with a fixed step budget the spacepoints a run
     consumes are the same for every fraction; the data it can learn from is not."""
-    import numpy as np
     import pyarrow.compute as pc
 
     from fm4npp.data.io import iter_tables
@@ -26,6 +25,7 @@ def train_set_spacepoints(cfg) -> int:
 
     from fm4npp.data import mixture
     from fm4npp.serialize.bins import load_bins
+    from fm4npp.serialize.config import kept_points
 
     if mixture.is_mixture(cfg.data):  # the components' training sets together
         import dataclasses
@@ -33,15 +33,11 @@ def train_set_spacepoints(cfg) -> int:
         return sum(train_set_spacepoints(dataclasses.replace(cfg, data=c.path, bins=str(c.bins_path)))
                    for c in mixture.parse_spec(cfg.data))
     pcfg = pipeline_config(cfg, load_bins(cfg.bins))
-    cap, policy = pcfg.serialize.max_points, pcfg.serialize.cap_policy
     total = 0
     for _, _, table in iter_tables(cfg.data, ["event_id", "hit_x"], check=False, empty="keep"):
         mask = keep_mask(table.column("event_id").to_numpy(), "train", pcfg)
         n = pc.fill_null(pc.list_value_length(table.column("hit_x")), 0).to_numpy()[mask]
-        n = n[n >= 2]
-        if cap:
-            n = n[n <= cap] if policy == "drop" else np.minimum(n, cap)
-        total += int(n.sum())
+        total += int(kept_points(n, pcfg.serialize).sum())
     return total
 
 
