@@ -148,6 +148,7 @@ def test_report_files_carry_the_verdicts_and_the_figures(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # ~4 min on a quiet machine; a loaded one is several times slower
 def test_smoke_transfer_study_end_to_end_and_resume(tmp_path):
     """The smoke preset as a user runs it (one local Ray instance, the session's default data
     sets of each domain), a rerun that finds everything done, then the report script."""
