@@ -204,6 +204,8 @@ def run(preset_name: str, data: dict[str, str] | None = None, storage: str = "",
                                       experiment=EXPERIMENT)
     the_spec = {**spec(p), "data": dirs, "backbones": backbones,
                 "pretrain_study": pre["name"], "pretrain_parent_run_id": pre["parent_run_id"]}
+    # a rerun on fewer benchmarks (--benchmarks) keeps those the study measured before
+    the_spec["benchmarks"] = {**_logged_spec(parent).get("benchmarks", {}), **the_spec["benchmarks"]}
     runs.log_dict(parent, the_spec, "transfer_spec.json")
     # seed by seed over all benchmarks: a study stopped part way has every benchmark measured
     for seed in p.seeds:
@@ -223,6 +225,19 @@ def run(preset_name: str, data: dict[str, str] | None = None, storage: str = "",
     if out:
         write_report(report, Path(out))
     return {"name": name, "pretrain": pre, "report": report}
+
+
+def _logged_spec(run_id: str) -> dict:
+    import mlflow
+
+    from fm4npp import runs
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.load_dict(f"{runs.client().get_run(run_id).info.artifact_uri}/transfer_spec.json")
+    except (OSError, MlflowException):  # a new study: nothing logged yet
+        return {}
 
 
 def _pairs(s: str) -> dict[str, str]:
