@@ -222,8 +222,12 @@ def _evidence_line(key: str, ev: dict) -> str:
             return "no FM reaches from scratch's best score on any benchmark"
         return (f"best saving {best['factor']:.1f}x{' (lower bound)' if best['bound'] else ''} "
                 f"({best['row']}, {best['benchmark']}, {best['metric']})")
-    return "; ".join(f"{c['benchmark']}: {c['row']} vs {c['versus']} {c['gain']:+.4f} "
-                     f"({'beyond' if c['beats'] else 'within'} the interval)"
+    def where(c):
+        if min(c["seeds"]) < 2:
+            return "one seed: no interval"
+        return f"{'beyond' if c['beats'] else 'within'} the seed interval"
+
+    return "; ".join(f"{c['benchmark']}: {c['row']} vs {c['versus']} {c['gain']:+.4f} ({where(c)})"
                      for c in ev.get("comparisons", []))
 
 
