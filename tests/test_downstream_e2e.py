@@ -277,6 +277,17 @@ def test_cli_finetune_logs_and_saves_by_default(tmp_path, data_dir, monkeypatch,
     found = runs.find_runs("fm4npp-finetune", status="FINISHED")
     assert len(found) == 1
     arts = [a.path for a in runs.client().list_artifacts(found[0].info.run_id)]
-    assert {"adapter.safetensors", "result.json"} <= set(arts)
+    assert {"adapter.safetensors", "result.json", "run_spec.json"} <= set(arts)
     assert found[0].data.tags["fm4npp.adapter_dir"] == str(saved[0].parent)
+    # the run's spec, read back from MLflow: the config it ran (sections as dotted params)
+    from mlflow.artifacts import download_artifacts
+
+    from fm4npp.spec import read
+
+    spec = read(download_artifacts(run_id=found[0].info.run_id, artifact_path="run_spec.json",
+                                   dst_path=str(tmp_path / "art")))
+    params = found[0].data.params
+    assert spec.pretrain is None and spec.model is None and spec.downstream.task == "pid"
+    assert spec.downstream.epochs == 1 and spec.downstream.val_events == 0
+    assert params["classifier.d_embed"] == str(spec.downstream.classifier.d_embed)
     assert "MLflow tracking URI" in capsys.readouterr().out

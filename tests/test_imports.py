@@ -34,6 +34,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # data.errors (Problem, DataError; a leaf) is here because the one manifest reader,
     # shards.read_manifest, raises DataError.
     ("format", ("fm4npp.data.schema", "fm4npp.data.shards", "fm4npp.data.errors")),
+    # The downstream's typed config is plain data (imports only fm4npp.overrides): the run
+    # spec (fm4npp.spec, pretrain layer) nests it, and pretraining runs write that spec.
+    ("downstream-config", ("fm4npp.downstream.config",)),
     # Pure-numpy scoring shared by downstream and the studies; a leaf (imports nothing of fm4npp).
     ("metrics", ("fm4npp.metrics",)),
     ("sim", ("fm4npp.sim",)),
@@ -44,7 +47,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # downstream/splits.py import it by that path). Nothing in serialize may import it.
     ("pipeline", ("fm4npp.data.pipeline",)),
     ("model", ("fm4npp.model",)),
-    ("pretrain", ("fm4npp.pretrain",)),
+    # fm4npp.spec: a run's nested spec (every stage's config), written by pretraining runs
+    ("pretrain", ("fm4npp.pretrain", "fm4npp.spec")),
     ("downstream", ("fm4npp.downstream",)),
     # Scaling studies: Ray Tune grids of pretraining runs.
     ("study", ("fm4npp.study",)),

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import typing
 from dataclasses import dataclass, field
 
-from fm4npp.overrides import coerce, parse_pairs
+from fm4npp.overrides import apply_pairs
 
 # electron (tag the scattered electron's hits) and q2 (event-level log10 Q2): ep DIS data
 # only, their truth in fm4npp.downstream.dis
@@ -146,7 +145,9 @@ class FinetuneConfig:
     test_split: str = "test"
     n_train_events: int = 0  # labelled training events (0 = all); nested prefix by seed
     n_test_events: int = 0  # 0 = all
-    max_points: int = 4000  # events longer than this are cut at random (train) / skipped never
+    # Adapter training sees a random crop of this many points of a longer event (a memory
+    # bound, not the serialization's cap, which the backbone's record fixes); scoring sees all.
+    crop_points: int = 4000
     epochs: int = 20
     max_steps: int = 0  # cap on optimizer steps (0 = epochs decide)
     val_events: int = 100  # validation events for picking the best epoch by val loss (0 = off)
@@ -230,24 +231,13 @@ class FinetuneConfig:
 
     def with_overrides(self, pairs: list[str]) -> "FinetuneConfig":
         """``key=value`` strings; nested keys as ``tracking.n_queries=64``."""
-        d = self.to_dict()
-        for key, value in parse_pairs(pairs).items():
-            target, cls, name = d, FinetuneConfig, key
-            if "." in key:
-                sub, name = key.split(".", 1)
-                if sub not in SECTIONS:
-                    raise KeyError(f"unknown config section {sub!r} in {key!r}")
-                target, cls = d[sub], SECTIONS[sub]
-            hints = typing.get_type_hints(cls)
-            if name not in hints or (cls is FinetuneConfig and name in SECTIONS):
-                raise KeyError(f"unknown config key {key!r}")
-            target[name] = coerce(key, value, hints[name])
-        return FinetuneConfig.from_dict(d)
+        return apply_pairs(self, pairs, "downstream config")
 
     def config_hash(self) -> str:
         d = self.to_dict()
         for k in ("out", "experiment", "cache_dir", "storage"):
             d.pop(k)
+        d["max_points"] = d.pop("crop_points")  # hashed by its first name: run names stay
         # a section only its model reads stays out of the others' hashes (and so their run
         # names stay what they were before the GNN baselines existed)
         if self.source not in HIT_GNNS:

@@ -45,7 +45,7 @@ def train(model: DownstreamModel, cfg: FinetuneConfig, train_events, train_state
     def step_loss(idx):
         b = make_batch([train_events[i] for i in idx],
                        [train_states[i] for i in idx] if train_states is not None else None,
-                       crop=cfg.max_points, rng=rng)
+                       crop=cfg.crop_points, rng=rng)
         return model.loss(b, model(b))["loss"]
 
     val = (lambda: mean_loss(model, val_events, val_states, cfg.batch_size)) if val_events else None

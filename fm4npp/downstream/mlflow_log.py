@@ -8,10 +8,13 @@ the data fingerprint (.data_hash, .bins_hash, .test_events_hash; splits.data_fin
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from fm4npp.downstream.adapters import run_name
 from fm4npp.downstream.config import BY_SOURCE, FinetuneConfig, model_info
+from fm4npp.overrides import flatten
+from fm4npp.spec import SPEC_FILE, RunSpec, from_checkpoint
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict:
@@ -36,6 +39,13 @@ def result_tags(cfg: FinetuneConfig, result: dict) -> dict:
             **{f"fm4npp.{k}": result[k] for k in ("data_detector", "backbone_detector") if result.get(k)}}
 
 
+def run_spec_of(cfg: FinetuneConfig) -> RunSpec:
+    """A downstream run's spec: its config, and its backbone's (fm4npp.spec.from_checkpoint)."""
+    if not cfg.backbone:
+        return RunSpec(downstream=cfg)
+    return dataclasses.replace(from_checkpoint(cfg.backbone), downstream=cfg)
+
+
 def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None = None, name: str = "",
                   out: str | Path | None = None) -> str:
     """One MLflow run with the config, the metrics, result.json and (from ``out``) the adapter
@@ -43,8 +53,11 @@ def log_to_mlflow(cfg: FinetuneConfig, result: dict, parent_run_id: str | None =
     from fm4npp import runs
 
     name = name or run_name(cfg, result["n_train_events"])
-    run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_run_id, experiment=cfg.experiment,
+    # the config's fields by their names, its sections dotted (tracking.d_embed, ...); the
+    # whole chain (the backbone's pretraining, serialization and model + this) as run_spec.json
+    run_id = runs.start_run(name, params=flatten(cfg), parent_run_id=parent_run_id, experiment=cfg.experiment,
                             storage=cfg.storage or None, tags=result_tags(cfg, result))
+    runs.log_dict(run_id, run_spec_of(cfg).to_dict(), SPEC_FILE)
     m = flat_metrics(result["metrics"])
     m.update({k: float(result[k]) for k in ("n_train_events", "trainable_params", "adapter_params",
                                              "backbone_params", "train_seconds")})

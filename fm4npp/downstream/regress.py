@@ -8,7 +8,7 @@ then an MLP to one number. Sizes come from the classifier section (``classifier.
 ``n_heads``, ``d_hidden``, ``dropout``) so the config and run names of the other tasks stay
 as they are. The target is standardised with the training labels' mean and std (buffers,
 saved with the adapter), so the loss is the MSE in units of the training spread.
-Training crops events longer than ``max_points`` (fm4npp.downstream.batching.make_batch) while
+Training crops events longer than ``crop_points`` (fm4npp.downstream.batching.make_batch) while
 the label stays the whole event's: harmless for ep events (a few hundred hits, cap 4000).
 """
 

@@ -103,6 +103,26 @@ def is_train_checkpoint(directory: str | os.PathLike) -> bool:
 
 def load_train_state(directory: str | os.PathLike) -> dict:
     """The training state saved by ``save_train_state``; refuses pickles and damaged files."""
+    meta = _state_json(directory)
+    d = Path(directory)
+    tensors = read_safetensors(d / STATE_TENSORS)
+    try:
+        return _decode(meta["state"], tensors)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{d}: {STATE_JSON} and {STATE_TENSORS} disagree ({exc!r})") from None
+
+
+def load_state_records(directory: str | os.PathLike, keys) -> dict:
+    """The named tensor-free entries of a training state (config, serialize, ...) without
+    reading its tensors (a large model's optimizer moments); absent keys are left out."""
+    state = _state_json(directory)["state"]
+    try:
+        return {k: _decode(state[k], {}) for k in keys if k in state}
+    except KeyError as exc:
+        raise CheckpointError(f"{directory}: entry {exc} of {STATE_JSON} holds tensors") from None
+
+
+def _state_json(directory) -> dict:
     d = Path(directory)
     if not (d / STATE_JSON).is_file():
         if (d / LEGACY_STATE_FILE).is_file():
@@ -118,8 +138,4 @@ def load_train_state(directory: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT \
             or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{d / STATE_JSON}: not an {FORMAT} v{FORMAT_VERSION} file")
-    tensors = read_safetensors(d / STATE_TENSORS)
-    try:
-        return _decode(meta["state"], tensors)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{d}: {STATE_JSON} and {STATE_TENSORS} disagree ({exc!r})") from None
+    return meta

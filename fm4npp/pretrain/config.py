@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from fm4npp import paths
-from fm4npp.overrides import coerce, parse_pairs
+from fm4npp.overrides import apply, parse_pairs
 from fm4npp.serialize.config import PipelineConfig
 
 
@@ -77,28 +76,12 @@ class PretrainConfig:
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
-        unknown = sorted(set(d) - set(cls.field_names()))
-        if unknown:
-            raise KeyError(
-                f"unknown pretraining config key(s) {unknown}; valid keys: {cls.field_names()}"
-            )
-        cfg = cls()
-        return cfg.replace(**d)
+        return cls().replace(**d)
 
     def replace(self, **changes) -> "PretrainConfig":
-        unknown = sorted(set(changes) - set(self.field_names()))
-        if unknown:
-            raise KeyError(
-                f"unknown pretraining config key(s) {unknown}; valid keys: {self.field_names()}"
-            )
-        hints = typing.get_type_hints(type(self))
-        typed = {k: coerce(k, v, hints[k]) for k, v in changes.items()}
-        return dataclasses.replace(self, **typed)
+        """A copy with ``changes``, each typed (fm4npp.overrides.apply); unknown keys refused."""
+        return apply(self, changes, "pretraining config")
 
     def with_overrides(self, pairs: list[str]) -> "PretrainConfig":
         """Apply ``key=value`` strings (the CLI's ``--set``)."""

@@ -92,7 +92,7 @@ def _save_checkpoint(raw_model, opt, sched, step, cfg_dict, bins_hash, extra, se
 
         save_pretrained(raw_model, os.path.join(d, PRETRAINED_DIR),
                         extra={"bins_hash": bins_hash, "bins": cfg_dict["bins"], "step": step,
-                               "pretrain_run": cfg_dict["run_name"],
+                               "pretrain_run": cfg_dict["run_name"], "pretrain_config": cfg_dict,
                                **extra_serialize(serialize, mixture, sources),
                                "objective": objective})
     save_train_state(d, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

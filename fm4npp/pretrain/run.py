@@ -20,6 +20,7 @@ from fm4npp.pretrain.checkpoint import PRETRAINED_DIR
 from fm4npp.pretrain.inputs import (RefusedError, bins_hash, bins_sources, check_inputs,  # noqa: F401
                                     components, load_bins, mixture_record)
 from fm4npp.pretrain.sources import build_mixture, train_keys
+from fm4npp.spec import SPEC_FILE, RunSpec
 
 RUN_INFO = "fm4npp_run.json"  # beside Ray's files in the run dir: bins hash, MLflow run id
 
@@ -96,6 +97,16 @@ def build_datasets(cfg: PretrainConfig) -> dict:
 
 
 # -- trainer --------------------------------------------------------------------------------
+def run_spec(cfg: PretrainConfig) -> RunSpec:
+    """The spec of resolved run ``cfg`` (fm4npp.spec): its config, its serialization (a mixture:
+    the first component's; the others differ only in detector and bins, both in the mixture
+    record) and the model it trains."""
+    from fm4npp.pretrain.model_spec import model_config_for
+
+    scfg = pipeline_config(cfg, load_bins(cfg)[0]).serialize
+    return RunSpec(pretrain=cfg, serialize=scfg, model=model_config_for(cfg, k=scfg.k))
+
+
 def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_: str = ""):
     """The TorchTrainer of a resolved config. ``callbacks`` go to Ray Train's RunConfig (the
     studies pass a TuneReportCallback); ``datasets`` default to ``build_datasets(cfg)``."""
@@ -112,9 +123,8 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
     if cfg.use_gpu:
         res["GPU"] = 1
     # what the data were serialized with goes into the checkpoint: the downstream adapters
-    # must serialize their events exactly the same way (a mixture: the first component's,
-    # the others differ only in their detector and bins, both in the mixture record)
-    serialize = pipeline_config(cfg, load_bins(cfg)[0]).serialize.to_dict()
+    # must serialize their events exactly the same way
+    serialize = run_spec(cfg).serialize.to_dict()
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"pretrain": cfg.to_dict(), "bins_hash": bins_hash_,
@@ -245,9 +255,14 @@ def run_pretraining(cfg: PretrainConfig, callbacks=None, parent_run_id: str | No
     rec = mixture_record(cfg)
     # the mixture whole (mixture.read_record reads it back) and one flat param per weight
     mix = {"mixture": json.dumps(rec), **{f"mixture.{r['name']}.weight": r["weight"] for r in rec}} if rec else {}
-    params = {**cfg.to_dict(), "bins_hash": h, **mix}
+    # the config's fields by their own names (what the runs table and the analysis read), the
+    # rest of the spec as serialize.* and model.*, the whole spec as run_spec.json
+    spec = run_spec(cfg)
+    params = {**cfg.to_dict(), **RunSpec(serialize=spec.serialize, model=spec.model).params(),
+              "bins_hash": h, **mix}
     run_id, _ = runs.get_or_start_run(cfg.run_name, params, run_tags, parent_run_id,
                                       cfg.experiment, storage=cfg.storage_path)
+    runs.log_dict(run_id, spec.to_dict(), SPEC_FILE)
     _write_run_info(cfg, {**info, "bins_hash": h, "mlflow_run_id": run_id, "mixture": rec,
                           "experiment": cfg.experiment, "config": cfg.to_dict()})
     cbs = [make_mlflow_callback(run_id, runs.tracking_uri()), *(callbacks or [])]
