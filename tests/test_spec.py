@@ -108,3 +108,24 @@ def test_the_downstream_crop_keeps_the_run_names_it_had_as_max_points():
     assert FinetuneConfig(source="fm", backbone="/b", crop_points=1000).config_hash() == "fd6f236b72"
     with pytest.raises(KeyError, match="unknown downstream config key 'max_points'"):
         FinetuneConfig(source="raw").with_overrides(["max_points=10"])
+
+
+def test_pretrain_from_a_spec_keeps_its_run_only_when_nothing_changes(tmp_path):
+    from fm4npp.cli import build_parser
+    from fm4npp.pretrain.cli import config_from_args
+
+    ran = PretrainConfig(preset="w16", data=str(tmp_path), lr=3e-3, steps=40).resolved()
+    path = RunSpec(pretrain=ran, serialize=SerializeConfig()).write(tmp_path / "run_spec.json")
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["pretrain", "--spec", str(path), *argv]))
+
+    assert cfg() == ran  # the same run: rerunning resumes it
+    again = cfg("--steps", "80", "--set", "seed=2")
+    assert (again.steps, again.seed, again.lr, again.preset) == (80, 2, 3e-3, "w16")
+    assert again.run_name != ran.run_name and again.run_name.startswith("pretrain-w16-")
+    assert cfg("--storage", str(tmp_path / "s")).run_name == ran.run_name  # moved, same run
+    assert cfg("--steps", "80", "--run-name", "mine").run_name == "mine"
+    RunSpec(serialize=SerializeConfig()).write(path)
+    with pytest.raises(ValueError, match="no pretrain section"):
+        cfg()

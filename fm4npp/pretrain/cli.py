@@ -12,7 +12,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain", help="pretrain the foundation model on a data set (Ray Train + MLflow)",
         description="Pretrain one model; rerunning with the same --run-name resumes it.")
-    p.add_argument("--preset", required=True, help="model preset (w8 ... w128, m1 ... m6)")
+    p.add_argument("--preset", help="model preset (w8 ... w128, m1 ... m6); needed without --spec")
+    p.add_argument("--spec", help="start from a run's spec (run_spec.json, an artifact of every "
+                   "MLflow run; fm4npp.spec): its pretrain section, then the flags and --set on top")
     p.add_argument("--data", default="", help="data set directory (Parquet + manifest.json, "
                    "bins.json), or a mixture NAME=PATH:WEIGHT,... (e.g. sphenix=D1:0.5,aleph=D2:0.5; "
                    "each PATH with its own bins.json; see fm4npp.data.mixture); default: the "
@@ -35,20 +37,45 @@ def register(subparsers) -> None:
     p.set_defaults(func=handler)
 
 
-def handler(args: argparse.Namespace) -> int:
-    from fm4npp import runs
+def _base(args: argparse.Namespace):
+    """The config the flags override: a spec's pretrain section, else the defaults (and the
+    default data set when no --data is given)."""
     from fm4npp.pretrain.config import PretrainConfig
 
-    try:
-        if not args.data:
-            from fm4npp.pretrain.default_data import ensure_default_dataset
+    if args.spec:
+        from fm4npp.spec import read
 
-            args.data = str(ensure_default_dataset())
-        cfg = PretrainConfig(preset=args.preset, data=args.data)
-        flags = {"steps": args.steps, "workers": args.workers, "run_name": args.run_name,
-                 "storage_path": args.storage, "objective": args.objective}
-        cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})
-        cfg = cfg.with_overrides(args.set).resolved()
+        spec = read(args.spec)
+        if spec.pretrain is None:
+            raise ValueError(f"{args.spec}: the spec has no pretrain section")
+        return spec.pretrain
+    if not args.preset:
+        raise ValueError("give --preset (or --spec)")
+    if not args.data:
+        from fm4npp.pretrain.default_data import ensure_default_dataset
+
+        args.data = str(ensure_default_dataset())
+    return PretrainConfig()
+
+
+def config_from_args(args: argparse.Namespace):
+    """The resolved run config of the command line. From a spec unchanged, the run keeps its
+    name (rerunning resumes it); changed, it is a new run named by its own config hash."""
+    base = _base(args)
+    flags = {"preset": args.preset, "data": args.data or None, "steps": args.steps,
+             "workers": args.workers, "run_name": args.run_name,
+             "storage_path": args.storage, "objective": args.objective}
+    cfg = base.replace(**{k: v for k, v in flags.items() if v is not None}).with_overrides(args.set)
+    if args.spec and not args.run_name and cfg.replace(storage_path=base.storage_path) != base:
+        cfg = cfg.replace(run_name="")
+    return cfg.resolved()
+
+
+def handler(args: argparse.Namespace) -> int:
+    from fm4npp import runs
+
+    try:
+        cfg = config_from_args(args)
     except (KeyError, ValueError) as exc:
         print(f"fm4npp pretrain: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
