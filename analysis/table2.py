@@ -53,9 +53,15 @@ def _name(run) -> str:
 
 
 def row_of(run) -> str:
+    """The row: the model's label; an FM's by backbone size, and by the backbone's name where a
+    study's cell gives one (tag ``backbone``: FMs of one size pretrained on other data, e.g. the
+    transfer study's domains, are rows of their own, not seeds of one row)."""
     t = run.data.tags
     label = model_info(t["fm4npp.source"]).label
-    return f"{label}({t['fm4npp.backbone_size']})" if t["fm4npp.source"] == "fm" else label
+    if t["fm4npp.source"] != "fm":
+        return label
+    named = f", {t['backbone']}" if t.get("backbone") else ""
+    return f"{label}({t['fm4npp.backbone_size']}{named})"
 
 
 def select_runs(found, log=print) -> list:

@@ -323,3 +323,12 @@ def test_study_rows_without_a_backbone_see_the_fms_events(tmp_path, eic_dir, mon
     assert used["raw"] == used["fm"] < 20  # of ~48 training events, those under the FM's cap
     tags = {s: runs.client().get_run(c["run_id"]).data.tags for s, c in cells.items()}
     assert tags["fm"]["fm4npp.test_events_hash"] == tags["raw"]["fm4npp.test_events_hash"]
+    # each cell's run_spec.json: its downstream config, and the FM's model and serialization
+    from mlflow.artifacts import download_artifacts
+
+    from fm4npp.spec import read
+
+    spec = read(download_artifacts(run_id=cells["fm"]["run_id"], artifact_path="run_spec.json",
+                                   dst_path=str(tmp_path / "art")))
+    assert spec.downstream.task == "electron" and spec.downstream.backbone == str(fm_dir)
+    assert spec.model.d_model == get_preset("w8").d_model and spec.serialize.max_points == cap

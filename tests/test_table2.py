@@ -40,6 +40,12 @@ def test_seed_intervals_and_row_order():
     assert tacc["lo"] < 0.8 and tacc["hi"] > 0.9  # t(0.975, 1) = 12.7
     md = table2.to_markdown(t)
     assert "0.8500 [0.8000, 0.9000]" in md and "min-max over seeds" in md
+    # FMs of one size from a study's cells: a row per named backbone, not seeds of one row
+    named = [_run(k, source="fm", **m) for k in ("e", "f")]
+    for r, name in zip(named, ("tpc", "mix")):
+        r.data.tags["backbone"] = name
+    rows = [r["row"] for r in table2.build_table(runs + named, "minmax")["rows"]]
+    assert rows[:3] == ["FM4NPP(w8-L2)", "FM4NPP(w8-L2, mix)", "FM4NPP(w8-L2, tpc)"]
     assert "0.8000 [" not in md.split("AdapterOnly")[1].split("\n")[0]  # one seed: no bracket
 
 

@@ -75,7 +75,9 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
     """Run (or resume) every cell; returns one summary dict per cell."""
     from fm4npp import runs
     from fm4npp.downstream.features import load_backbone
-    from fm4npp.downstream.mlflow_log import flat_metrics, result_tags
+    from fm4npp.downstream.mlflow_log import flat_metrics, result_tags, run_spec_of
+    from fm4npp.overrides import flatten
+    from fm4npp.spec import SPEC_FILE
     from fm4npp.downstream.splits import load_split, serialization
     from fm4npp.downstream.train import finetune
 
@@ -115,7 +117,7 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
                                   n_train_events=cell.n_train, seed=cell.seed, experiment="",
                                   out=str(Path(base.out) / cell.key) if base.out else "")
         log(f"[{i + 1}/{len(cells)}] {cell.key}")
-        run_id = runs.start_run(name, params=cfg.to_dict(), parent_run_id=parent_id, experiment=experiment,
+        run_id = runs.start_run(name, params=flatten(cfg), parent_run_id=parent_id, experiment=experiment,
                                 tags={"study": study, "task": cell.task, "source": cell.source,
                                       "backbone": cell.backbone_label, "n_train": str(cell.n_train),
                                       "seed": str(cell.seed)})
@@ -133,6 +135,7 @@ def run_cells(study: str, cells: list[Cell], base: FinetuneConfig, experiment: s
                  train_seconds=float(res["train_seconds"]))
         runs.log_metrics(run_id, m, step=0)
         runs.log_dict(run_id, res, "result.json")
+        runs.log_dict(run_id, run_spec_of(cfg).to_dict(), SPEC_FILE)
         runs.end_run(run_id, "FINISHED")
         log(f"   {PRIMARY[cell.task]} = {res['metrics'][PRIMARY[cell.task]]:.4f} ({res['train_seconds']:.0f} s)")
         summaries.append({"cell": dataclasses.asdict(cell), "metrics": m, "resumed": False})
