@@ -20,15 +20,17 @@ def _gas():
 
 
 def _record_steps(monkeypatch):
-    """Wrap the transport's helix advance: per step, (track id, path s, radius rho)."""
+    """Wrap the transport's compiled step: per step, (track id, path s, radius rho)."""
     steps = []
-    orig = transport_mod.advance
+    orig = transport_mod._step
 
-    def wrapped(st, g, s, ds_t, hit_surf, bestk):
-        steps.append((st["tid"].copy(), s.copy(), g["rho"].copy()))
-        return orig(st, g, s, ds_t, hit_surf, bestk)
+    def wrapped(st, *args):
+        out = orig(st, *args)
+        f = out[0]  # rows of step_kernel.step: 2 = rho, 7 = s
+        steps.append((st["tid"].copy(), f[7].copy(), f[2].copy()))
+        return out
 
-    monkeypatch.setattr(transport_mod, "advance", wrapped)
+    monkeypatch.setattr(transport_mod, "_step", wrapped)
     return steps
 
 
@@ -160,16 +162,19 @@ def test_hadron_flag():
 
 @pytest.mark.slow
 def test_noise_fraction_extended_well_above_baseline():
-    """50 events of sphenix_tpc x rhic_pp200. The all-hit noise fraction of 50 events is ruled
-    by one or two loopers of 100-350 hits (heavy tail: 3.5 % baseline vs 2.0 % extended at this
-    seed, 1.4 % vs 3.4 % over 300 events of seed 11), so the per-event median is compared."""
+    """400 events of sphenix_tpc x rhic_pp200 (4 seeds). The noise fraction is ruled by a few
+    loopers of 100-350 hits (heavy tail): per seed of 100 events it ranges 0.7-2.5 % (baseline)
+    and 2-7 % (extended) and can invert, as can a per-event median over 50 events; pooled over
+    the four seeds the extended list has about twice the baseline's (1.5 % vs 3-4 %)."""
     from fm4npp.sim.run import simulate_shard
 
-    med, with_noise = {}, {}
+    frac = {}
     for name in ("baseline", "extended"):
-        table, _ = simulate_shard(SimConfig(events=50, seed=9, transport=TransportConfig(physics=name)), 0, 50, None)
-        per_event = [np.asarray(x, bool) for x in table.column("hit_noise").to_pylist()]
-        med[name] = float(np.median([x.mean() for x in per_event]))
-        with_noise[name] = float(np.mean([x.any() for x in per_event]))
-    assert med["extended"] > med["baseline"] + 0.002, med
-    assert with_noise["extended"] >= with_noise["baseline"], with_noise
+        noise = hits = 0
+        for seed in (9, 10, 11, 12):
+            table, _ = simulate_shard(SimConfig(events=100, seed=seed, transport=TransportConfig(physics=name)),
+                                      0, 100, None)
+            flags = table.column("hit_noise").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            noise, hits = noise + int(flags.sum()), hits + len(flags)
+        frac[name] = noise / hits
+    assert frac["extended"] > 1.5 * frac["baseline"], frac

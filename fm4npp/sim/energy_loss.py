@@ -1,4 +1,4 @@
-"""Energy loss and scattering formulas: Bethe stopping power with the density effect, Highland angle."""
+"""Bethe stopping power with the density effect, vectorised (the charge of a hit; the transport's own copy is compiled in step_kernel)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from fm4npp.sim.secondaries import K_BETHE
 from fm4npp.sim.geometry import Material
 
 ME = sec.ME
-
-
 
 
 def density_effect(bg: np.ndarray, mat: Material) -> np.ndarray:
@@ -42,10 +40,3 @@ def bethe(bg, mass, z2, mat: Material, electron=None, t_cut=None):
                - 0.5 * density_effect(bg, mat))
     # Bethe fails for very slow particles (they stop within a step anyway)
     return K_BETHE * z2 * mat.z_over_a / beta2 * np.maximum(bracket, 0.5), wmax, beta2
-
-
-def highland(p, beta, x_x0, z, min_x0):
-    """Highland RMS plane angle [rad] for material thickness x_x0 (radiation lengths)."""
-    xl = np.maximum(x_x0, min_x0)
-    corr = np.maximum(1 + 0.038 * np.log(xl * z * z / (beta * beta)), 0.0)
-    return 0.0136 / (beta * p) * np.abs(z) * np.sqrt(x_x0) * corr

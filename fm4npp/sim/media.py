@@ -1,13 +1,10 @@
-"""Material along a charged step: detector lookups (_Media); energy loss, scattering, delta counts."""
+"""The detector in array form for the transport (_Media), and the solids a step ends on."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fm4npp.sim import secondaries as sec
-from fm4npp.sim.config import TransportConfig
-from fm4npp.sim.energy_loss import bethe, highland
-from fm4npp.sim.geometry import Detector, Material
+from fm4npp.sim.geometry import Detector
 
 
 class _Media:
@@ -28,24 +25,23 @@ class _Media:
         self.volumes = det.volumes
         self.b = det.b_field_t
         self.world_z = det.world_z
+        self._tables(det)
 
-
-def _material_effects(st, sub, mat: Material, grammage, cfg: TransportConfig, dE, th2, ndel, t_min, pre=None):
-    """Add mean energy loss, scattering variance and delta counts (above t_min) for crossing
-    `grammage` [g/cm^2] of `mat` (per particle of index array `sub`); `pre` = bethe() output."""
-    p = st["p"][sub]
-    m = st["m"][sub]
-    q2 = st["q"][sub] ** 2
-    ele = st["ele"][sub]
-    dedx, wmax, beta2 = pre if pre is not None else bethe(p / m, m, q2, mat, electron=ele)
-    x_x0 = grammage / mat.x0_g_cm2
-    if cfg.energy_loss:
-        e = np.sqrt(p * p + m * m)
-        dE[sub] += dedx * grammage + np.where(ele, (e - m) * (1 - np.exp(-x_x0)), 0.0)
-    if cfg.multiple_scattering:
-        th2[sub] += highland(p, np.sqrt(beta2), x_x0, np.sqrt(q2), cfg.highland_min_x0) ** 2
-    if cfg.delta_rays:
-        ndel[sub] += sec.delta_mean_count(beta2, wmax, q2, mat.z_over_a, grammage, t_min)
+    def _tables(self, det: Detector) -> None:
+        """The same lookups as float arrays for :mod:`fm4npp.sim.step_kernel`."""
+        names = [m.name for m in det.materials]
+        ix = {n: float(i) for i, n in enumerate(names)}
+        self.mat_tab = np.array([[m.density_g_cm3, m.x0_g_cm2, m.z_over_a, m.i_ev, *m.sternheimer]
+                                 for m in det.materials], float).reshape(-1, 10)
+        self.vol_tab = np.array([[v.r_min, v.r_max, v.z_half, ix[v.material]] for v in det.volumes], float).reshape(-1, 4)
+        self.cyl_tab = np.array([[c.r, c.z_half, c.x0_fraction, ix[c.material]] for c in det.cylinders], float).reshape(-1, 4)
+        self.disk_tab = np.array([[d.z, d.r_min, d.r_max, d.x0_fraction, ix[d.material]] for d in det.disks],
+                                 float).reshape(-1, 5)
+        # a step's medium is the one volume around its midpoint
+        for a in det.volumes:
+            for b in det.volumes:
+                if a is not b and a.r_min < b.r_max and b.r_min < a.r_max:
+                    raise ValueError(f"detector {det.name!r}: volumes {a.name!r} and {b.name!r} overlap")
 
 
 def solids_crossed(st: dict, M: _Media, p, hit_surf, bestk):
@@ -68,20 +64,3 @@ def solids_crossed(st: dict, M: _Media, p, hit_surf, bestk):
             if len(sub):
                 mat = M.mats[dsk.material]
                 yield sub, mat, dsk.x0_fraction * mat.x0_g_cm2 / np.maximum(np.abs(pz[sub]) / p[sub], 0.05)
-
-
-def step_material(st: dict, g: dict, M: _Media, cfg: TransportConfig, vols, s, hit_surf, bestk):
-    """Energy loss, scattering and delta rays of a step: gas along it (``vols``: per volume
-    (sub, mat, bethe)), cylinders and disks crossed at its end. Returns (dE, theta^2, mean
-    delta count in gas, mean delta count in solids) per particle."""
-    n = len(st["ev"])
-    p = g["p"]
-    dE = np.zeros(n)
-    th2 = np.zeros(n)
-    ndel = np.zeros(n)
-    ndel_solid = np.zeros(n)
-    for sub, mat, pre in vols:
-        _material_effects(st, sub, mat, s[sub] * mat.density_g_cm3, cfg, dE, th2, ndel, cfg.delta_t_min_gev, pre)
-    for sub, mat, thick in solids_crossed(st, M, p, hit_surf, bestk):
-        _material_effects(st, sub, mat, thick, cfg, dE, th2, ndel_solid, cfg.delta_t_min_solid_gev)
-    return dE, th2, ndel, ndel_solid

@@ -14,23 +14,22 @@ Secondaries are returned and transported by the caller in the next generation. T
 :mod:`fm4npp.sim.photon_transport`.
 Units: cm, GeV, GeV/c, tesla.
 
-The pieces: :mod:`fm4npp.sim.helix` (the field step), :mod:`fm4npp.sim.media` (material along
-a step), :mod:`fm4npp.sim.energy_loss` (Bethe, Highland), :mod:`fm4npp.sim.emission` (deltas,
-decays), :mod:`fm4npp.sim.photons` (conversions), :mod:`fm4npp.sim.particles` (the arrays).
+The pieces: :mod:`fm4npp.sim.step_kernel` (the field step and the material along it, compiled),
+:mod:`fm4npp.sim.media` (the detector's lookups), :mod:`fm4npp.sim.emission` (deltas, decays),
+:mod:`fm4npp.sim.photons` (conversions), :mod:`fm4npp.sim.particles` (the arrays).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fm4npp.sim import hadronic, physics_list
+from fm4npp.sim import hadronic, physics_list, step_kernel
 from fm4npp.sim import secondaries as sec
 from fm4npp.sim.config import TransportConfig
 from fm4npp.sim.emission import _decay, emit_deltas
-from fm4npp.sim.energy_loss import bethe
 from fm4npp.sim.geometry import Detector
-from fm4npp.sim.helix import EPS_ARC, KB, TWO_PI, advance, helix, layer_crossings, next_surface
-from fm4npp.sim.media import _Media, step_material
+from fm4npp.sim.step_kernel import KB
+from fm4npp.sim.media import _Media
 from fm4npp.sim.particles import _concat_dicts, concat_particles
 
 
@@ -51,39 +50,36 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
     st = _initial_state(P, M)
     kb = KB * abs(M.b)
     bsign = 1.0 if M.b >= 0 else -1.0
-    LR = M.layer_r
+    flags = np.array([cfg.energy_loss, cfg.multiple_scattering, cfg.delta_rays])
+    fp = np.array([cfg.max_step_cm, cfg.max_eloss_fraction, cfg.highland_min_x0, cfg.delta_t_min_gev,
+                   cfg.delta_t_min_solid_gev])
     crossings = []
     new = []
     it = 0
     extended = physics_list.is_extended(cfg)
     while len(st["ev"]) and it < 10 * cfg.max_crossings:
         it += 1
-        g = helix(st, kb, bsign)
-        best, bestk, inv = next_surface(st, g, M)
-        reach_mat = np.isfinite(best)
-        # a particle that can reach neither a material surface nor a layer is done
-        rlo, rhi = np.abs(g["d"] - g["rho"]), g["d"] + g["rho"]
-        reach = reach_mat | (np.searchsorted(LR, rhi) > np.searchsorted(LR, rlo))
-        ratio = g["p"] / g["pt"]  # 3D path per transverse path
-        s_surf = best * ratio
-        s, s_z, ekin, vols = _step_length(st, g, M, cfg, best, reach_mat, ratio, s_surf)
-        hit_surf = reach_mat & (s == s_surf)
-        decayed = (s == st["sdec"]) & ~hit_surf
-        left_z = s == s_z
-        ds_t = s / ratio
-        layer_crossings(st, g, M, ds_t, inv, rlo, rhi, crossings)
+        f, iv, bv, cf, ci = _step(st, M, kb, bsign, flags, fp)
+        p, s, da, ekin, dE, th2, ndel, ndel_solid = f[0], f[7], f[9], f[10], f[11], f[12], f[13], f[14]
+        hit_surf, decayed, left_z, reach = bv
+        bestk = iv[0]
+        if cf.shape[1]:
+            i = ci[1]
+            crossings.append(dict(ev=st["ev"][i], tid=st["tid"][i], layer=ci[0], x=cf[0], y=cf[1], z=cf[2],
+                                  px=cf[3], py=cf[4], pz=cf[5], m=cf[6], q=cf[7]))
+        g = dict(p=p, rho=f[2], cx=f[4], cy=f[5], a0=f[6])
         start = (st["x"], st["y"], st["z"])
-        da = advance(st, g, s, ds_t, hit_surf, bestk)
-        dE, th2, ndel, ndel_solid = step_material(st, g, M, cfg, vols, s, hit_surf, bestk)
+        st.update(p=p, x=f[15], y=f[16], z=f[17], px=f[18], py=f[19], sdec=f[20], lo=iv[1])
         if cfg.delta_rays:
             emit_deltas(st, g, start, da, s, ndel, ndel_solid, cfg, rng, reg, new)
-        stopped = _lose_and_scatter(st, g["p"], cfg, rng, ekin, dE, th2)
+        stopped = _lose_and_scatter(st, p, cfg, rng, ekin, dE, th2)
         if extended:
+            vols = [(np.nonzero(iv[2] == j)[0], M.mats[v.material], None) for j, v in enumerate(M.volumes)]
             stopped |= hadronic.absorb(st, M, vols, s, hit_surf, bestk, ~stopped & ~decayed, cfg, rng, reg, new)
         # decays in flight
         if decayed.any():
             new.append(_decay(st, np.nonzero(decayed)[0], cfg, rng, reg))
-        max_turns = np.where(g["p"] < cfg.soft_p_gev, cfg.soft_max_turns, cfg.max_turns)
+        max_turns = np.where(p < cfg.soft_p_gev, cfg.soft_max_turns, cfg.max_turns)
         alive = (reach & ~stopped & ~decayed & ~left_z & (st["turns"] < max_turns)
                  & (st["ncross"] < cfg.max_crossings) & ~(hit_surf & (bestk >= M.world)))
         if not alive.all():
@@ -91,6 +87,14 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
             st = {k: v[idx] for k, v in st.items()}
     cross = _concat_dicts(crossings, ("ev", "tid", "layer", "x", "y", "z", "px", "py", "pz", "m", "q"))
     return cross, concat_particles(new)
+
+
+def _step(st: dict, M: _Media, kb: float, bsign: float, flags, fp):
+    """The compiled part of one iteration (:func:`fm4npp.sim.step_kernel.step`); turns and
+    ncross of `st` are updated in place."""
+    return step_kernel.step(st["x"], st["y"], st["z"], st["px"], st["py"], st["pz"], st["q"], st["m"], st["ele"],
+                            st["lo"], st["sdec"], st["turns"], st["ncross"], kb, bsign, M.r, M.r2, M.layer_r,
+                            M.layer_r2, M.world_z, M.vol_tab, M.mat_tab, M.cyl, M.cyl_tab, M.disk_tab, flags, fp)
 
 
 def _initial_state(P: dict, M: _Media) -> dict:
@@ -104,40 +108,6 @@ def _initial_state(P: dict, M: _Media) -> dict:
     st["ncross"] = np.zeros(n, np.int64)
     st["ele"] = np.abs(st["pdg"]) == 11
     return st
-
-
-def _step_length(st: dict, g: dict, M: _Media, cfg: TransportConfig, best, reach_mat, ratio, s_surf):
-    """Path length of this step: the first of the next surface, the decay point, max_step, one
-    turn, the energy-loss limit of the step's medium, the end of the world and the disks.
-    Returns (s, path to the end of the world, kinetic energy, [(sub, mat, bethe) per volume])."""
-    z, pz, m = st["z"], st["pz"], st["m"]
-    p, pt, rho, h, d2, d, ac, a0 = g["p"], g["pt"], g["rho"], g["h"], g["d2"], g["d"], g["ac"], g["a0"]
-    # medium of this step: region around the midpoint of the arc to the next material
-    # surface (homogeneous: measurement layers are not material)
-    half = np.where(reach_mat, 0.5 * best, 0.0)
-    amid = a0 - h * half / rho
-    rmid = np.sqrt(np.maximum(d2 + rho * rho + 2 * rho * d * np.cos(amid - ac), 0))
-    zmid = z + half * pz / pt
-    s = np.minimum(s_surf, st["sdec"])
-    s = np.minimum(s, cfg.max_step_cm)
-    s = np.minimum(s, TWO_PI * rho * ratio)  # at most one turn: each layer crossed <= 2x
-    ekin = np.sqrt(p * p + m * m) - m
-    vols = []
-    for j, v in enumerate(M.volumes):
-        sub = np.nonzero((rmid > v.r_min) & (rmid < v.r_max) & (np.abs(zmid) < v.z_half))[0]
-        if len(sub):
-            mat = M.mats[v.material]
-            pre = bethe(p[sub] / m[sub], m[sub], st["q"][sub] ** 2, mat, electron=st["ele"][sub])
-            if cfg.energy_loss:
-                s[sub] = np.minimum(s[sub], cfg.max_eloss_fraction * ekin[sub] / (pre[0] * mat.density_g_cm3))
-            vols.append((sub, mat, pre))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s_z = np.where(pz != 0, (np.sign(pz) * M.world_z - z) * p / pz, np.inf)
-        s = np.minimum(s, s_z)
-        for dsk in M.disks:
-            sd = (dsk.z - z) * p / pz
-            s = np.where((sd > EPS_ARC) & (sd < s), sd, s)
-    return s, s_z, ekin, vols
 
 
 def _lose_and_scatter(st: dict, p, cfg: TransportConfig, rng, ekin, dE, th2) -> np.ndarray:
