@@ -75,6 +75,22 @@ def test_high_pt_track_leaves_one_hit_per_layer(name):
     assert per_sub == {s: sum(m.n_layers for m in det.modules if m.subsystem == s) for s in det.subsystems}
 
 
+def test_silicon_layers_on_a_material_surface_see_every_stiff_track():
+    """sPHENIX's silicon layers sit on their own material cylinders: the step ends on that
+    surface and the layer's crossing rounds to just past the step end, or just before the next
+    step's start. Both sides dropped it once (MVTX 2.523 / 3.336 cm and INTT 9.676 cm lost
+    1-4 % of tracks at random phi)."""
+    det = load_detector("sphenix")
+    rng = np.random.default_rng(0)
+    n = 400
+    p3 = _p3(20.0, rng.uniform(-np.pi, np.pi, n), rng.uniform(-0.3, 0.3, n))
+    hits, _ = simulate_particles([211] * n, p3, (0, 0, 0.5), detector=det, transport=NOISELESS,
+                                 digit=DigitizeConfig(smear=False, adc_threshold=0.0))
+    silicon = [i for i, m in enumerate(det.layer_module) if det.modules[m].subsystem != "tpc"]
+    assert len(silicon) == 7
+    np.testing.assert_array_equal(np.bincount(hits["layer"], minlength=det.n_layers)[silicon], n)
+
+
 @pytest.mark.parametrize("name", DETECTORS)
 def test_residual_pulls_are_unit_normal_per_subsystem(name):
     """(measured - true) / stated resolution ~ N(0, 1) in r-phi and in z (where z is measured)."""

@@ -234,7 +234,9 @@ def _crossings(x, y, z, px, py, pz, q, m, LR2, f, iv, cnt, ncross):
                 if not abs(kap) <= 1:
                     continue
                 arc = rho * _mod2pi(-h * (ac + sgn * math.acos(kap) - a0))
-                if not (arc > EPS_ARC and arc <= ds_t):
+                # a layer on the surface the step ends at: its root may round past ds_t, and
+                # the next step starts on it (arc < EPS_ARC), so it counts here
+                if not (arc > EPS_ARC and arc <= ds_t + EPS_ARC):
                     continue
                 dA = -h * arc / rho
                 c, sn = math.cos(dA), math.sin(dA)
