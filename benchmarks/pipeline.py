@@ -26,8 +26,9 @@ from a three-way mixture (fm4npp.data.mixture, weights 0.5/0.25/0.25; three toy 
 1/2, 1/4 and 1/4 of --events, each with its own bins, so no component is cycled) against one
 data set alone (the default data, fm4npp.data.pipeline.torch_batches), each timed from building
 its datasets to the last batch, twice, alternating; `mixture_ratio` = mixture events/s over
-single events/s of the second round. The mixture runs one Parquet read and one actor pool
-per component: three actor start-ups per epoch against one.
+single events/s of the second round. The mixture runs ONE read stage and ONE actor pool for
+all components, with the single data set's resources (fm4npp.pretrain.sources.mixture_dataset:
+each event serialized with its own component's bins), mixed as a streaming worker mixes them.
 
     python benchmarks/pipeline.py [--quick] [--data DIR] [--actors N] [--events N] [--no-mixture]
 
@@ -43,10 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import emit
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from fm4npp.bench_report import emit, results_dir
 
 
 def make_data(n_events: int, data: str | None) -> Path:
@@ -86,23 +84,19 @@ def make_mixture_data(n_events: int) -> list[Path]:
     return out
 
 
-def measure_mixture(n_events: int, data: Path, bins, cfg, actors: int) -> dict:
+def measure_mixture(n_events: int, data: Path, bins, cfg) -> dict:
     """One data set alone against a three-way mixture, the same number of events each (see
     the module docstring); Ray must be up."""
-    from dataclasses import replace
-
     from fm4npp.data import mixture, pipeline
-    from fm4npp.pretrain.sources import build_mixture, mixture_batches
+    from fm4npp.pretrain.sources import mixture_batches, mixture_dataset
     from fm4npp.serialize.bins import load_bins
 
     dirs = make_mixture_data(n_events)
     comps = mixture.parse_spec(",".join(f"{n}={d}:{w}" for (n, w), d in zip(MIX_WEIGHTS.items(), dirs)))
-    # three pools share the CPUs the single pool has (logical CPUs: else one pool never starts)
-    mcfg = replace(cfg, actor_num_cpus=1.0 / (len(comps) * actors), read_num_cpus=1.0 / (len(comps) * actors))
     bins_list = [load_bins(c.bins_path) for c in comps]
-    sizes = [sum(1 for _ in pipeline.iter_split_events(c.path, "train", mcfg, columns=["event_id"]))
+    sizes = [sum(1 for _ in pipeline.iter_split_events(c.path, "train", cfg, columns=["event_id"]))
              for c in comps]
-    # stop before any component is through its epoch: a cycled one would start a new pipeline
+    # as many events as the single data set gives, none drawn twice (each component within its epoch)
     n_batches = int(min(n / c.weight for n, c in zip(sizes, comps)) * 0.95) // cfg.batch_size
     single_s, mix_s = [], []
     for _ in range(2):
@@ -112,8 +106,9 @@ def measure_mixture(n_events: int, data: Path, bins, cfg, actors: int) -> dict:
                 break
         single_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        datasets = build_mixture(comps, "train", [mcfg] * len(comps), bins_list)
-        got = sum(1 for _ in mixture_batches(datasets, comps, cfg.batch_size, n_batches=n_batches))
+        ds = mixture_dataset(comps, "train", [cfg] * len(comps), bins_list,
+                             window=mixture.WINDOW_BATCHES * cfg.batch_size)
+        got = sum(1 for _ in mixture_batches([ds], comps, cfg.batch_size, n_batches=n_batches))
         mix_s.append(time.perf_counter() - t0)
     events = n_batches * cfg.batch_size
     return {"mixture_events": events, "mixture_batches": got,
@@ -274,7 +269,7 @@ def main() -> int:
                 times.append(time.perf_counter() - t0)
             cpus.append(meter.used)
             ray_kinds = meter.by_kind
-        mix = {} if args.no_mixture else measure_mixture(n_events, data, bins, cfg, args.actors)
+        mix = {} if args.no_mixture else measure_mixture(n_events, data, bins, cfg)
     finally:
         ray.shutdown()
 
@@ -309,7 +304,7 @@ def main() -> int:
     }
     result["meets_target"] = bool(result["overhead_ratio"] <= 1.5)
     result.update(mix)
-    emit("pipeline", result)
+    emit("pipeline", result, results_dir(__file__))
     return 0
 
 

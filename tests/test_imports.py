@@ -262,12 +262,7 @@ def test_layer_rules_catch_the_old_cycle():
 # sys.path (the package is installed; a script imports fm4npp like any user would).
 SYS_PATH_DIRS = ("fm4npp", "analysis", "benchmarks", "scripts", "studies")
 # (file, line text) of the sys.path edits still allowed, each with why. A fixed one must leave.
-SYS_PATH_ALLOWED = {
-    # imports the repository root so `from _report import emit` finds benchmarks/_report.py;
-    # its owner is switching it to `from fm4npp.bench_report import emit` (as the other
-    # benchmarks do), which needs no path: then remove this entry
-    ("benchmarks/pipeline.py", "sys.path.insert(0, str(ROOT))"),
-}
+SYS_PATH_ALLOWED: set[tuple[str, str]] = set()
 _SYS_PATH_MUTATORS = {"insert", "append", "extend", "remove", "pop", "clear", "reverse", "sort",
                       "__setitem__", "__delitem__", "__iadd__"}
 

@@ -151,6 +151,62 @@ def test_mixed_stream_cycles_and_resumes_where_it_stopped():
     assert [resumed.take(4) for _ in range(5)] == taken[3:]
 
 
+def _planned(comps, counts, window):
+    """A PlannedStream + MixedStream over a fake shared stream of read_plan items: event (c, shard, row)."""
+    from fm4npp.data.mixed import PlannedStream, read_plan, shuffled
+
+    plan = read_plan(comps, counts, window)
+    per_pass = {i: e + 1 for i, e, _, _ in plan}
+
+    def one_pass():
+        for i, e, j, take in plan:
+            yield from ((i, e, per_pass[i], (i, j, r)) for r in range(take or counts[i][j]))
+
+    reader = PlannedStream(one_pass)
+    factories = [lambda g, c=c: shuffled(reader.events(c, g), 16, [0, c, g]) for c in range(len(comps))]
+    return plan, reader, mixture.MixedStream(factories, mixture.Schedule(comps, window, 5), [c.name for c in comps])
+
+
+def test_one_stream_for_all_components_reads_what_the_schedule_draws_and_resumes():
+    from fm4npp.data.mixed import read_plan
+
+    comps = mixture.parse_spec("a=/a:0.6,b=/b:0.3,c=/c:0.1")
+    rng = np.random.default_rng(0)
+    counts = [rng.integers(50, 150, n).tolist() for n in (20, 3, 7)]
+    once = read_plan(comps, counts)  # memory mode: each component's shards once, interleaved
+    assert sorted((i, j) for i, _, j, _ in once) == [(i, j) for i in range(3) for j in range(len(counts[i]))]
+    window = 128
+    plan, reader, stream = _planned(comps, counts, window)
+    # a pass holds exactly what the schedule draws in its whole windows: every component
+    # through at least one epoch, only the last epoch of a pass cut (at an event)
+    per_window = mixture.apportion(window, [0.6, 0.3, 0.1])
+    supply = [sum(t or counts[i][j] for c, _, j, t in plan if c == i) for i in range(3)]
+    windows = supply[0] // per_window[0]
+    assert (np.array(supply) == windows * per_window).all()
+    assert all(s >= sum(n) for s, n in zip(supply, counts))  # the fewest such windows:
+    assert any((windows - 1) * k < sum(n) for k, n in zip(per_window, counts))
+    assert all(t is None for i, e, j, t in plan if e < max(e2 for i2, e2, _, _ in plan if i2 == i))
+    taken, peak = [], 0
+    for _ in range(4 * windows * window // 8):  # four passes
+        taken.append(stream.take(8))
+        peak = max(peak, sum(len(q) for q in reader.queues.values()))
+    assert peak < 2 * 150 + 16 * 3  # about a shard and a shuffle buffer per component
+    flat = [e for b in taken for e in b]
+    for c in range(3):  # each pass: its epochs in turn, each epoch every event once
+        mine = [e for e in flat if e[0] == c]
+        assert len(mine) == 4 * supply[c]
+        first = mine[: sum(counts[c])]
+        assert sorted(first) == sorted((c, j, r) for j, n in enumerate(counts[c]) for r in range(n))
+    # a stream restored from a checkpointed position goes on with the same events
+    _, reader2, part = _planned(comps, counts, window)
+    [part.take(8) for _ in range(333)]
+    pos = json.loads(json.dumps({**part.position(), "per_pass": [reader2.per_pass.get(c) for c in range(3)]}))
+    _, reader3, resumed = _planned(comps, counts, window)
+    resumed.restore(pos)
+    reader3.restore(dict(enumerate(resumed.epoch)), dict(enumerate(pos["per_pass"])))
+    assert [resumed.take(8) for _ in range(len(taken) - 333)] == taken[333:]
+
+
 # ------------------------------------------------------------------ Ray Data path
 
 @pytest.fixture(scope="module")
@@ -173,15 +229,24 @@ def _component_inputs(tpc, aleph):
     return comps, bins_list, [pipeline_config(cfg, b) for b in bins_list]
 
 
+@pytest.fixture(scope="module")
+def per_component(ray_local, tpc, aleph):
+    """The two components' training splits, one materialized Ray dataset each (build_mixture)."""
+    from fm4npp.pretrain.sources import build_mixture
+
+    comps, bins_list, pcfgs = _component_inputs(tpc, aleph)
+    return [ds.materialize() for ds in build_mixture(comps, "train", pcfgs, bins_list)]
+
+
 @pytest.mark.slow
-def test_ray_mixture_serializes_each_event_with_its_own_bins(ray_local, tpc, aleph):
+def test_ray_mixture_serializes_each_event_with_its_own_bins(per_component, tpc, aleph):
     from fm4npp.data import pipeline
     from fm4npp.pretrain.config import PretrainConfig
-    from fm4npp.pretrain.sources import MixtureMemorySource, MixtureStreamSource, build_mixture, mixture_batches
+    from fm4npp.pretrain.sources import MixtureMemorySource, MixtureStreamSource, mixture_batches
 
     comps, bins_list, pcfgs = _component_inputs(tpc, aleph)
     assert bins_list[0].hash != bins_list[1].hash and bins_list[1].content["config"]["detector"] == "aleph"
-    datasets = [ds.materialize() for ds in build_mixture(comps, "train", pcfgs, bins_list)]
+    datasets = per_component
 
     def run(seed):  # one schedule window: 128 events
         return list(mixture_batches(datasets, comps, batch_size=8, seed=seed, shuffle_buffer=16,
@@ -234,6 +299,57 @@ def test_ray_mixture_serializes_each_event_with_its_own_bins(ray_local, tpc, ale
         assert a["dataset"].tolist() == b["dataset"].tolist() and a["event_id"].tolist() == b["event_id"].tolist()
 
 
+@pytest.mark.slow
+def test_one_pipeline_serializes_each_event_as_its_component_alone(per_component, tpc, aleph):
+    from fm4npp.pretrain.config import PretrainConfig
+    from fm4npp.pretrain.sources import (MixtureMemorySource, MixtureStreamSource, materialize, mixture_batches,
+                                         mixture_dataset)
+
+    comps, bins_list, pcfgs = _component_inputs(tpc, aleph)
+    alone = [materialize(ds) for ds in per_component]
+    once = mixture_dataset(comps, "train", pcfgs, bins_list).materialize()  # one read, one actor pool
+    shared = materialize(once)
+    assert [int(e["dataset"]) for e in shared] == sorted(int(e["dataset"]) for e in shared)
+    assert len(shared) == sum(len(a) for a in alone)
+    for got, want in zip(shared, [e for a in alone for e in a]):  # both sorted by (dataset, id)
+        assert set(got) == set(want)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    cfg = PretrainConfig(preset="w16", data=_spec(tpc, aleph), batch_size=8, seed=3)
+    one = MixtureMemorySource([once], comps, cfg, 0, 1)
+    per = MixtureMemorySource(per_component, comps, cfg, 0, 1)
+    for step in (0, 9):
+        a, b = one.batch(step), per.batch(step)
+        assert all((a[k] == b[k]).all() for k in a)
+
+    # streamed: a pass is what the schedule draws in whole windows; the batches mix the
+    # components in the weights' exact proportions per window, each event as serialized alone
+    window = mixture.WINDOW_BATCHES * 8
+    stream = mixture_dataset(comps, "train", pcfgs, bins_list, window=window).materialize()
+    by_comp = np.bincount(stream.to_pandas()["dataset"].to_numpy())
+    per_window = mixture.apportion(window, [c.weight for c in comps])
+    assert (by_comp == by_comp[0] // per_window[0] * per_window).all()
+    assert (by_comp >= [len(a) for a in alone]).all()
+    batches = list(mixture_batches([stream], comps, 8, seed=1, shuffle_buffer=16, n_batches=3 * window // 8))
+    share = np.concatenate([b["dataset"].numpy() for b in batches])
+    assert abs((share[:window] == 1).mean() - comps[1].weight) <= 1 / window
+    lookup = [{int(e["event_id"]): e for e in a} for a in alone]
+    for batch in batches[::5]:
+        for i, (c, eid) in enumerate(zip(batch["dataset"].tolist(), batch["event_id"].tolist())):
+            n = int(batch["mask"][i].sum())
+            np.testing.assert_array_equal(batch["coords"][i, :n].numpy(), lookup[c][eid]["coords"])
+    stream_src = MixtureStreamSource([stream], comps, cfg, 1)
+    ahead = [stream_src.batch(s) for s in range(40)]
+    resumed = MixtureStreamSource([stream], comps, cfg, 1)
+    [resumed.batch(s) for s in range(23)]
+    pos = json.loads(json.dumps(resumed.position()))
+    resumed = MixtureStreamSource([stream], comps, cfg, 1)
+    resumed.restore(pos)
+    for a in ahead[23:]:
+        b = resumed.batch(0)
+        assert a["dataset"].tolist() == b["dataset"].tolist() and a["event_id"].tolist() == b["event_id"].tolist()
+
+
 # ------------------------------------------------------------------ pretraining
 
 def test_refusals_name_the_component(tpc, aleph, tmp_path):
@@ -259,6 +375,18 @@ def test_refusals_name_the_component(tpc, aleph, tmp_path):
     shutil.copy(tpc / "bins.json", k5 / "bins.json")  # the TPC set's bins on the ALEPH data
     with pytest.raises(RefusedError, match="component 'k5': serialization bins .* fitted on another data set"):
         check_inputs(cfg(f"tpc={tpc}:1,k5={k5}:1"))
+
+
+def test_a_mixture_is_one_pipeline_unless_a_stream_is_split_between_workers(tpc, aleph):
+    from fm4npp.pretrain.config import PretrainConfig
+    from fm4npp.pretrain.sources import train_keys
+
+    def keys(**kw):
+        return train_keys(PretrainConfig(preset="w16", data=_spec(tpc, aleph), **kw))
+
+    assert keys(data_mode="memory", workers=2) == keys(data_mode="stream", workers=1) == ["train"]
+    assert keys(data_mode="stream", workers=2) == ["train_0", "train_1"]
+    assert train_keys(PretrainConfig(preset="w16", data=str(tpc), data_mode="stream", workers=2)) == ["train"]
 
 
 @pytest.mark.slow

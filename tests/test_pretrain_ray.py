@@ -115,7 +115,12 @@ def test_ddp_two_workers_match_one(shared, data_dir):
     for key in ("val_mse", "val_baseline_mse"):
         assert [s for s, _ in runs.metric_history(run.info.run_id, key)] == [3, 6], key
     arts = {a.path for a in runs.client().list_artifacts(run.info.run_id)}
-    assert {"loss_curve.png", "pretrain_config.json"} <= arts
+    assert {"loss_curve.png", "run_spec.json"} <= arts
+    # the run's spec, as logged and as read back from its checkpoint, is the one it ran
+    from fm4npp.spec import from_checkpoint
+
+    logged = runs.client().download_artifacts(run.info.run_id, "run_spec.json", str(shared["tmp"]))
+    assert json.loads(Path(logged).read_text()) == from_checkpoint(one["pretrained"]).to_dict()
 
 
 def test_resume_and_killed_worker_match_uninterrupted(shared, data_dir):

@@ -27,16 +27,20 @@ repeats before its component's epoch is through.
 - Memory mode (exact): the schedule runs over the GLOBAL batch positions; component c's k-th
   draw is position k of c's endless sequence of seeded permutations of its events (sorted by
   event id). Pure function of (seed, step): world-size independent and resumable by the step.
-- Stream mode: each worker mixes its own shards of the components with the same rule over its
-  local batches (schedule seeded with (seed, rank)); its position is the stream position plus
-  each component's (epoch, events consumed), see :class:`MixedStream`.
+- Stream mode: each worker mixes its own share of the components with the same rule over its
+  local batches (the schedule seeded by the run's seed); its position is the stream position
+  plus each component's (epoch, events consumed), see :class:`MixedStream`. The components are
+  read either from one dataset each, or from ONE dataset for all (one read stage, one
+  serialization pool: fm4npp.data.mixed, fm4npp.pretrain.sources.mixture_dataset), whose pass
+  holds exactly what the schedule draws in a number of whole windows: every component's
+  epochs in turn, the last one of a pass cut short (so the first shards of a component cycled
+  a fractional number of times per pass come a little more often than its last ones).
 
 Validation: the val splits of all components, concatenated; a cap on validation events is split
 between components by weight (:func:`apportion`), so a capped val set is the mixture too.
 
-This module is plain Python and numpy (the data layer); the Ray Data side (one serialized
-dataset per component, the mixed torch batches) is in fm4npp.pretrain.sources, above the
-pipeline it uses.
+This module is plain Python and numpy (the data layer); the Ray Data side (the serialized
+datasets, the mixed torch batches) is in fm4npp.pretrain.sources, above the pipeline it uses.
 """
 
 from __future__ import annotations

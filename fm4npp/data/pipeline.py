@@ -268,37 +268,37 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins, dataset
     batches. Pass it to a TorchTrainer as ``datasets={split: ds}``; workers read
     ``ray.train.get_dataset_shard(split)`` with :func:`torch_batches`.
     """
-    import ray
-
     from fm4npp.data.io import shard_paths
 
     check_compatible(bins, cfg.serialize)
+    kwargs = {"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split, "dataset": dataset}
+    return serialize_items([{"path": str(p)} for p in shard_paths(data_dir)], cfg, read_shards, SerializeBatch, kwargs)
+
+
+def serialize_items(items: list[dict], cfg: PipelineConfig, read, actor, actor_kwargs: dict):
+    """build_dataset's pipeline over read items (``read``: a UDF of a batch of them -> raw
+    events; then a pool of ``actor`` actors); a mixture's one pipeline uses it too."""
+    import ray
+
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     # A bad file met in a task reaches the caller as itself (file, row, problem), not as a
     # UserCodeException that keeps only its text (see fm4npp.data.ray_errors).
     ctx.raise_original_map_exception = True
-    paths = [str(p) for p in shard_paths(data_dir)]
-    # One task per shard, reading with fm4npp.data.io (errors name file and rows). One read
-    # task at a time by default: reading is ~10x cheaper than serializing, and each extra
+    # One task per item (a shard), reading with fm4npp.data.io (errors name file and rows). One
+    # read task at a time by default: reading is ~10x cheaper than serializing, and each extra
     # concurrent task is another worker process to start. (With equal CPU requests Ray Data
     # fuses the read into the serialization actors: no read worker at all.)
-    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
-    ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=cfg.read_num_cpus,
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(read, batch_size=1, batch_format="pyarrow", num_cpus=cfg.read_num_cpus,
                         compute=ray.data.TaskPoolStrategy(size=cfg.read_concurrency))
-    if len(paths) < 2 * cfg.num_actors:
+    if len(items) < 2 * cfg.num_actors:
         # One block (a file) feeds one actor at a time: with too few files for the pool, cut
         # blocks to map_batch_size events (streaming, no shuffle) so all actors work.
         ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)
-    return ds.map_batches(
-        SerializeBatch,
-        fn_constructor_kwargs={"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split,
-                               "dataset": dataset},
-        batch_size=cfg.map_batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        num_cpus=cfg.actor_num_cpus,
-    )
+    return ds.map_batches(actor, fn_constructor_kwargs=actor_kwargs, batch_size=cfg.map_batch_size,
+                          batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+                          num_cpus=cfg.actor_num_cpus)
 
 
 serialized_dataset = build_dataset  # the name fm4npp.pretrain uses

@@ -19,7 +19,7 @@ from fm4npp.pretrain.config import PretrainConfig
 from fm4npp.pretrain.checkpoint import PRETRAINED_DIR
 from fm4npp.pretrain.inputs import (RefusedError, bins_hash, bins_sources, check_inputs,  # noqa: F401
                                     components, load_bins, mixture_record)
-from fm4npp.pretrain.sources import build_mixture, train_keys
+from fm4npp.pretrain.sources import build_mixture, mixture_dataset, shared_mixture, train_keys
 from fm4npp.spec import SPEC_FILE, RunSpec
 
 RUN_INFO = "fm4npp_run.json"  # beside Ray's files in the run dir: bins hash, MLflow run id
@@ -72,8 +72,9 @@ def pipeline_config(cfg: PretrainConfig, bins):
 
 
 def build_datasets(cfg: PretrainConfig) -> dict:
-    """{"train", "val"} Ray Datasets of serialized events (a mixture: "train_0", "train_1", ...
-    one per component, and "val", the components' val splits concatenated). Validation (capped
+    """{"train", "val"} Ray Datasets of serialized events (a mixture: "train" for all
+    components or "train_0", "train_1", ... one per component (sources.train_keys), and "val",
+    the components' val splits concatenated). Validation (capped
     at ``val_events``, split between components by weight) is materialized once on the driver;
     so is the training split in "memory" mode (every worker reads it without serializing
     again); "stream" mode streams it."""
@@ -91,7 +92,11 @@ def build_datasets(cfg: PretrainConfig) -> dict:
         caps = mixture.apportion(cfg.val_events, [c.weight for c in comps])
         vals = [v.limit(int(n)) for v, n in zip(vals, caps) if n > 0]
     vals = [v.materialize() for v in vals]
-    trains = build_mixture(comps, "train", pcfgs, bins_list)
+    if shared_mixture(cfg):  # memory: each component once; a stream cycles them as drawn
+        window = mixture.WINDOW_BATCHES * cfg.batch_size if cfg.data_mode == "stream" else None
+        trains = [mixture_dataset(comps, "train", pcfgs, bins_list, window=window)]
+    else:
+        trains = build_mixture(comps, "train", pcfgs, bins_list)
     return {"val": vals[0].union(*vals[1:]).materialize() if len(vals) > 1 else vals[0],
             **{key: keep(ds) for key, ds in zip(train_keys(cfg), trains)}}
 
@@ -207,7 +212,6 @@ def _log_artifacts(run_id: str, cfg: PretrainConfig) -> None:
     fig.tight_layout()
     runs.log_figure(run_id, fig, "loss_curve.png")
     plt.close(fig)
-    runs.log_dict(run_id, cfg.to_dict(), "pretrain_config.json")
 
 
 def judge_against_baseline(run_id: str, run_name: str, metrics: dict) -> float | None:
