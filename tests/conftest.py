@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,27 @@ def _private_data_home():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+# --------------------------------------------------------------------------- MLflow stores
+_MLFLOW_TEMPLATE: list[Path] = []
+
+
+def fresh_mlflow_uri(directory) -> str:
+    """The URI of a new, empty MLflow sqlite store at ``directory``/mlflow.db (for this
+    process, its subprocesses and Ray workers alike). MLflow builds a store's tables by running
+    its migrations, ~3 s a store here; they are built once per session and copied."""
+    if not _MLFLOW_TEMPLATE:
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="fm4npp-mlflow-template-")) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+        _MLFLOW_TEMPLATE.append(template)
+    db = Path(directory) / "mlflow.db"
+    if db.exists():
+        raise FileExistsError(f"{db}: a fresh MLflow store must not replace one")
+    shutil.copyfile(_MLFLOW_TEMPLATE[0], db)
+    return f"sqlite:///{db}"
+
 
 # --------------------------------------------------------------------------- event tables
 # Small synthetic events in the EVENT_SCHEMA layout, built directly with pyarrow (no

@@ -16,6 +16,7 @@ from fm4npp import paths, runs
 from fm4npp.files import BadFileError
 from fm4npp.pretrain import checkpoint
 from fm4npp.pretrain.checkpoint import CheckpointError, load_train_state, save_train_state
+from conftest import fresh_mlflow_uri
 
 
 class _Payload:
@@ -150,7 +151,7 @@ def test_storage_root_precedence(monkeypatch, tmp_path):
 
 
 def test_experiment_artifacts_live_under_the_storage_root(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     monkeypatch.chdir(tmp_path)
     run_id = runs.start_run("r", experiment="exp one", storage=tmp_path / "store")
     runs.log_dict(run_id, {"a": 1}, "x.json")
@@ -183,7 +184,7 @@ def test_resolve_backbone_accepts_run_names_and_run_dirs(monkeypatch, tmp_path):
 def test_run_worse_than_baseline_warns_and_is_tagged(monkeypatch, tmp_path, caplog):
     from fm4npp.pretrain.run import judge_against_baseline
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     bad, good = runs.start_run("bad", experiment="e"), runs.start_run("good", experiment="e")
     with caplog.at_level("WARNING"):
         assert judge_against_baseline(bad, "bad", {"val_mse": 0.91, "val_baseline_mse": 0.028,

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_event_table
+from conftest import fresh_mlflow_uri, make_event_table
 
 torch.set_num_threads(1)  # 2 shared cores: a second thread only adds contention
 
@@ -228,7 +228,7 @@ def test_cli_bad_input_exits_nonzero(tmp_path, data_dir, capsys):
 
 @pytest.mark.slow
 def test_studies_figures_and_resume(tmp_path, data_dir, backbone_dir, monkeypatch, capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     from fm4npp.analysis import downstream_figures as figs
     from studies import downstream_data_efficiency as de  # the checkout (pytest pythonpath ".")
     from studies import downstream_model_size as ms
@@ -269,7 +269,7 @@ def test_cli_finetune_logs_and_saves_by_default(tmp_path, data_dir, monkeypatch,
     from fm4npp.cli import main
 
     monkeypatch.setenv("FM4NPP_STORAGE", str(tmp_path / "store"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     assert main(["finetune", "--task", "pid", "--source", "raw", "--data", str(data_dir),
                  "--epochs", "1", "--set", "val_events=0"]) == 0
     saved = list((tmp_path / "store" / "finetune").glob("finetune-pid-raw-*/adapter.safetensors"))

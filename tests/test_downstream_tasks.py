@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_event_table
+from conftest import fresh_mlflow_uri, make_event_table
 
 torch.set_num_threads(1)  # 2 shared cores: a second thread only adds contention
 E_BEAM = 18.0  # eic_ep's electron beam [GeV]: the test's own number, checked against the file
@@ -308,7 +308,7 @@ def test_study_rows_without_a_backbone_see_the_fms_events(tmp_path, eic_dir, mon
     from fm4npp.model.io import save_pretrained
     from fm4npp.model.presets import get_preset
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     torch.manual_seed(0)
     fm_dir = tmp_path / "fm"
     lengths = sorted(len(e["hit_x"]) for e in read_events(eic_dir))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fresh_mlflow_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.py"
@@ -58,7 +59,7 @@ def test_dry_run_writes_one_json_and_says_why_parts_were_skipped(tmp_path):
     # --dry keeps this a CPU-sized test.
     auto = not torch.cuda.is_available()
     out = tmp_path / "gpu.json"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": fresh_mlflow_uri(tmp_path),
            "PYTHONUNBUFFERED": "1"}
     before = _stat(RESULTS)
     cmd = [sys.executable, str(SCRIPT), "--out", str(out)] + ([] if auto else ["--dry"])

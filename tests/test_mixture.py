@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_event_table
+from conftest import fresh_mlflow_uri, make_event_table
 from fm4npp.data import mixture
 
 K = 4
@@ -398,7 +398,7 @@ def test_pretraining_on_a_two_detector_mixture_records_it(ray_local, tpc, aleph,
     from fm4npp.pretrain.inputs import mixture_record
     from fm4npp.pretrain.run import run_pretraining
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     cfg = PretrainConfig(preset="w16", n_layers=1, data=_spec(tpc, aleph, (0.5, 0.5)), steps=2, warmup=1,
                          lr=3e-3, batch_size=4, log_every=1, val_every=2, ckpt_every=2, val_events=8,
                          storage_path=str(tmp_path / "runs"), experiment="test", max_failures=0)

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import fresh_mlflow_uri
 import torch
 
 from fm4npp.model.backbone import FM4NPP
@@ -316,7 +317,7 @@ def test_masked_bidirectional_run_on_two_ray_workers(tmp_path, monkeypatch):
     data = tmp_path / "events"
     write_dataset([make_event_table(40, 1, max_tracks=4)], data)
     save_bins(fit_bins(read_events(data), SerializeConfig(k=K, n_difficulty_bins=3)), data / "bins.json")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

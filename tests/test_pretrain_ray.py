@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_event_table
+from conftest import fresh_mlflow_uri, make_event_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT = "tests.fault_injection:kill_rank0_once_at_step_4"
@@ -47,7 +47,7 @@ def ray_local():
 
 @pytest.fixture
 def mlflow_db(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def shared(ray_local, data_dir, tmp_path_factory):
     from fm4npp.pretrain.run import build_datasets, run_pretraining
 
     tmp = tmp_path_factory.mktemp("ref")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = fresh_mlflow_uri(tmp)
     try:
         cfg = _cfg(data_dir, tmp, run_name="ref")
         ds = build_datasets(cfg.resolved())
@@ -117,10 +117,10 @@ def test_ddp_two_workers_match_one(shared, data_dir):
     arts = {a.path for a in runs.client().list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "run_spec.json"} <= arts
     # the run's spec, as logged and as read back from its checkpoint, is the one it ran
-    from fm4npp.spec import from_checkpoint
+    from fm4npp.spec import RunSpec, from_checkpoint
 
     logged = runs.client().download_artifacts(run.info.run_id, "run_spec.json", str(shared["tmp"]))
-    assert json.loads(Path(logged).read_text()) == from_checkpoint(one["pretrained"]).to_dict()
+    assert RunSpec.from_dict(json.loads(Path(logged).read_text())) == from_checkpoint(one["pretrained"])
 
 
 def test_resume_and_killed_worker_match_uninterrupted(shared, data_dir):

@@ -10,7 +10,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_event_table
+from conftest import fresh_mlflow_uri, make_event_table
 
 from fm4npp.cli import main
 from fm4npp.data.convert import write_dataset
@@ -277,7 +277,7 @@ def test_error_inside_a_ray_worker_is_one_line_with_the_traceback_logged(good, t
                                                                         ray_local, capsys):
     """A shard whose pages are corrupt (footer intact: only reading its rows finds it), past
     --skip-validation: the Ray Data actor's error reaches the user as one line."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     d = _copy(good, tmp_path)
     data = bytearray((d / BAD).read_bytes())
     data[len(data) // 3:len(data) // 3 + 200] = bytes(200)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fm4npp import paths, runs
+from conftest import fresh_mlflow_uri
 
 
 def test_default_uri_is_absolute_and_env_overrides(monkeypatch):
@@ -17,7 +18,7 @@ def test_default_uri_is_absolute_and_env_overrides(monkeypatch):
 
 
 def test_parent_child_runs_metrics_and_search(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     parent = runs.start_run("study", {"axis": "width"}, {"study": "s1"}, experiment="e")
     child = runs.start_run("trial-1", {"lr": 2e-4}, {"study": "s1"}, parent_run_id=parent,
                            experiment="e")
@@ -39,7 +40,7 @@ def test_parent_child_runs_metrics_and_search(tmp_path, monkeypatch):
 def test_same_trial_name_under_two_parents_is_two_runs(tmp_path, monkeypatch):
     """The model study's w32-d100-s200 and the data study's are different trials: resuming one
     must never take over the other (it once did, and the model study lost a point)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     a, _ = runs.get_or_start_run("model_scaling-x", experiment="e")
     b, _ = runs.get_or_start_run("data_scaling-x", experiment="e")
     in_a, resumed_a = runs.get_or_start_run("w32-d100-s200", parent_run_id=a, experiment="e")

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import fresh_mlflow_uri
 from fm4npp.study.presets import (  # noqa: E402
     PAPER_FRACTIONS,
     PRESETS,
@@ -93,7 +94,7 @@ def test_study_refuses_missing_data(tmp_path, capsys):
 # ----------------------------------------------------------------------------- analysis
 @pytest.fixture
 def mlflow_db(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
 
 
 def _fake_study(name, kind, rows, failed=()):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import fresh_mlflow_uri
 
 from fm4npp.study.presets import PRESETS
 
@@ -105,7 +106,7 @@ def _done(markers: Path) -> set[str]:
 def test_killed_driver_resumes_without_redoing_finished_trials(cluster, data_dir, tmp_path):
     storage = tmp_path / "runs"
     markers = storage / "resume-test" / "train" / "markers"  # written by tests/fake_trainer.py
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_mlflow_uri(tmp_path)
     env = _env({**{k: cluster["env"][k] for k in CLIENT_KEYS},
                 "MLFLOW_TRACKING_URI": uri, "FM4NPP_FAKE_TRIAL_SECONDS": "1",
                 "TUNE_GLOBAL_CHECKPOINT_S": "0"})
@@ -188,7 +189,7 @@ def test_study_via_ray_job_submit_with_working_dir(cluster, data_dir, tmp_path):
     """The other way in: a copy of the repository (--working-dir), explicit data, storage and
     MLflow URI. The artifacts live under the storage root, not in Ray's temporary copy."""
     storage = tmp_path / "runs"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_mlflow_uri(tmp_path)
     runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri,
                                            "FM4NPP_FAKE_TRIAL_SECONDS": "1"}})
     env = _env({"RAY_AUTH_MODE": "token"})

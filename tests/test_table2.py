@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import make_event_table
+from conftest import fresh_mlflow_uri, make_event_table
 
 pytest.importorskip("torch_geometric")
 torch.set_num_threads(1)  # 2 shared cores: a second thread only adds contention
@@ -91,7 +91,7 @@ def test_finetune_gnns_then_table2(tmp_path, data_dir, monkeypatch, capsys):
     from fm4npp import runs
     from fm4npp.cli import main
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     monkeypatch.setenv("FM4NPP_STORAGE", str(tmp_path / "store"))
     common = ["--data", str(data_dir), "--epochs", "2", "--set", "val_events=4"]
     small = ["--set", "gnn.d_hidden=16", "--set", "gnn.n_layers=2", "--set", "exatrkx.embed_hidden=16",

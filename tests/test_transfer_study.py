@@ -12,6 +12,7 @@ import pytest
 from fm4npp.study import transfer
 from fm4npp.study.presets import trial_key, trial_overrides
 from fm4npp.study.transfer_report import benchmark_table, beats, verdicts
+from conftest import fresh_mlflow_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,7 +153,7 @@ def test_report_files_carry_the_verdicts_and_the_figures(tmp_path):
 def test_smoke_transfer_study_end_to_end_and_resume(tmp_path):
     """The smoke preset as a user runs it (one local Ray instance, the session's default data
     sets of each domain), a rerun that finds its cells done, then the report script."""
-    env = {**os.environ, "RAY_ADDRESS": "", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**os.environ, "RAY_ADDRESS": "", "MLFLOW_TRACKING_URI": fresh_mlflow_uri(tmp_path)}
     cmd = [sys.executable, str(ROOT / "studies/transfer.py"), "--preset", "smoke",
            "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)

@@ -155,6 +155,25 @@ def run_grid(name: str, kind: str, preset_name: str, preset: StudyPreset, points
             "failed": failed, "train_storage": study_consts["train_storage"]}
 
 
+def comma_list(s: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ("a", "b", "c")."""
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def run_reported(call, render, hint: str) -> int:
+    """A study CLI's ending: ``call()``'s result rendered, then ``hint`` (formatted with the
+    result: how to redraw it); a refusal (missing data, unknown names, bad values) is one
+    ``error:`` line and exit status 2."""
+    try:
+        res = call()
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(render(res))
+    print(hint.format(**res))
+    return 0
+
+
 def main(kind: str, argv: list[str] | None = None) -> int:
     doc = {"model_scaling": "Figure 5(a): validation MSE vs model size (a grid over width).",
            "data_scaling": "Figure 5(b): validation MSE vs training spacepoints (data fractions).",
@@ -191,7 +210,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         out = run_study(kind, args.preset, args.data, args.storage, name=args.name,
                         max_concurrent_trials=args.max_concurrent, seeds=seeds,
                         trainer=args.trainer, overrides=overrides,
-                        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()))
+                        objectives=comma_list(args.objectives))
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -193,6 +193,7 @@ def run(preset_name: str, data: str = "", storage: str = "", name: str = "", out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fm4npp.study.driver import comma_list, run_reported
     from fm4npp.study.objectives_table import to_markdown
 
     p = argparse.ArgumentParser(prog="studies/objectives.py", description=__doc__.splitlines()[0])
@@ -208,16 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="", help=f"comma list of {','.join(TASKS)} (default all)")
     p.add_argument("--seeds", default="", help="downstream seeds (default: the preset's)")
     a = p.parse_args(argv)
-
-    def items(s):
-        return tuple(x.strip() for x in s.split(",") if x.strip())
-
-    try:
-        res = run(a.preset, a.data, a.storage, a.name, a.out, items(a.variants), items(a.tasks),
-                  tuple(int(s) for s in items(a.seeds)))
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(to_markdown(res["table"]))
-    print(f"[objectives] table: python analysis/objectives_table.py --study {res['name']} --out DIR")
-    return 0
+    return run_reported(
+        lambda: run(a.preset, a.data, a.storage, a.name, a.out, comma_list(a.variants),
+                    comma_list(a.tasks), tuple(int(s) for s in comma_list(a.seeds))),
+        lambda res: to_markdown(res["table"]),
+        "[objectives] table: python analysis/objectives_table.py --study {name} --out DIR")

@@ -253,6 +253,7 @@ def _pairs(s: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fm4npp.study.driver import comma_list, run_reported
     from fm4npp.study.transfer_report import to_markdown
 
     ap = argparse.ArgumentParser(prog="studies/transfer.py", description=__doc__.splitlines()[0])
@@ -267,16 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: the preset's)")
     ap.add_argument("--seeds", default="", help="downstream seeds (default: the preset's)")
     a = ap.parse_args(argv)
-
-    def items(s):
-        return tuple(x.strip() for x in s.split(",") if x.strip())
-
-    try:
-        res = run(a.preset, _pairs(a.data), a.storage, a.name, a.out, items(a.benchmarks),
-                  tuple(int(s) for s in items(a.seeds)))
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(to_markdown(res["report"]))
-    print(f"[transfer] report: python analysis/transfer_report.py --study {res['name']} --out DIR")
-    return 0
+    return run_reported(
+        lambda: run(a.preset, _pairs(a.data), a.storage, a.name, a.out, comma_list(a.benchmarks),
+                    tuple(int(s) for s in comma_list(a.seeds))),
+        lambda res: to_markdown(res["report"]),
+        "[transfer] report: python analysis/transfer_report.py --study {name} --out DIR")
