@@ -26,6 +26,20 @@ def _private_data_home():
         else:
             os.environ[k] = v
 
+@pytest.fixture(autouse=True, scope="session")
+def _quick_ray_train_polls():
+    """Ray Train's controller looks at its workers every 2 s, so each of the tests' few-second
+    training runs waits on average about a poll at its start and at its end; 0.2 s saves
+    ~3 s a run here (measured on a trivial TorchTrainer: 18 -> 14 s). Inherited by
+    subprocesses and Ray workers; what the runs compute does not depend on it."""
+    key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    saved = os.environ.get(key)
+    os.environ.setdefault(key, "0.2")
+    yield
+    if saved is None:
+        os.environ.pop(key, None)
+
+
 # --------------------------------------------------------------------------- MLflow stores
 _MLFLOW_TEMPLATE: list[Path] = []
 
