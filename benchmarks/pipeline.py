@@ -1,11 +1,11 @@
-"""Data pipeline benchmark: Ray Data (read_parquet -> actor pool -> torch batches) against the
+"""Data pipeline benchmark: Ray Data (read tasks -> serialization tasks -> torch batches) against the
 same work in a plain Python loop.
 
 Work per event in both: read its Parquet row, keep it if in the train split, serialize it
 (coords, raster order, kNN targets, weight) and collate it into padded torch batches. Default
-data: 2,500 toy events in 25 files (~2,000 train events, about one small epoch), 1 actor
-(PipelineConfig's default; --actors N for more). The Ray run starts its actor pool inside the
-timed region, as every epoch of a training job does; Ray's own start-up (ray.init) is reported
+data: 2,500 toy events in 25 files (~2,000 train events, about one small epoch), 1 serialization
+task at a time (PipelineConfig's default; --tasks N for more). The Ray run builds its pipeline
+inside the timed region, as every epoch of a training job does; Ray's own start-up (ray.init) is reported
 separately. Two Ray runs: the first also starts Ray Data's per-session helper actors
 (stats, autoscaling coordinator, locality tracker: ~1.5 CPU-s each, once per Ray session);
 the second is the steady per-epoch cost. Overhead ratio = Ray wall time / plain wall time
@@ -16,21 +16,20 @@ Also reported: CPU seconds used by each path (all Ray processes included) and th
 which depends little on other load; wall times do. On a machine busy with other jobs, Ray's
 several processes get a larger share of the CPUs than the single plain loop, which flatters
 the wall ratio: read it with the CPU ratio and the load averages next to it. Ray pays a fixed
-cost per epoch (a new actor process: ~1.5 CPU-s start-up, ~0.5 s numba kernel load, exit;
-read-task workers) and, measured with 2 actors, also ~40 % more CPU per event than the plain
-loop (driver-side iteration and collate among it), so more events (--events) do not bring the
-ratios down much: quiet machine, 2 actors, wall 1.46 at 2,000 and 1.50 at 8,000 train events.
+cost per epoch (task workers, the streaming executor; until 2026-12 also a serialization actor
+process started and stopped each epoch, since replaced by tasks) and more CPU per event than
+the plain loop (driver-side iteration and collate among it).
 
 Mixture (issue 21: target ratio >= 0.9). In the same Ray session: the same number of events
 from a three-way mixture (fm4npp.data.mixture, weights 0.5/0.25/0.25; three toy data sets of
 1/2, 1/4 and 1/4 of --events, each with its own bins, so no component is cycled) against one
 data set alone (the default data, fm4npp.data.pipeline.torch_batches), each timed from building
 its datasets to the last batch, twice, alternating; `mixture_ratio` = mixture events/s over
-single events/s of the second round. The mixture runs ONE read stage and ONE actor pool for
+single events/s of the second round. The mixture runs ONE read stage and ONE serialization pool for
 all components, with the single data set's resources (fm4npp.pretrain.sources.mixture_dataset:
 each event serialized with its own component's bins), mixed as a streaming worker mixes them.
 
-    python benchmarks/pipeline.py [--quick] [--data DIR] [--actors N] [--events N] [--no-mixture]
+    python benchmarks/pipeline.py [--quick] [--data DIR] [--tasks N] [--events N] [--no-mixture]
 
 Prints one JSON object as its last line and writes benchmarks/results/pipeline.json.
 """
@@ -139,7 +138,7 @@ def _proc_table() -> dict[int, tuple[int, str, float]]:
 
 
 def _kind(pid: int) -> str:
-    """driver / serialize-actor / ray-task (reads, repartition) / ray-daemon (raylet, GCS,
+    """driver / serialize-task / ray-task (reads, repartition) / ray-daemon (raylet, GCS,
     agents) / other, from the process command line."""
     if pid == os.getpid():
         return "driver"
@@ -148,8 +147,8 @@ def _kind(pid: int) -> str:
             cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "other"
-    if "SerializeBatch" in cmd or "MapWorker" in cmd:
-        return "serialize_actor"
+    if "_serialize" in cmd:  # ray::MapBatches(_serialize), fused or not with the read
+        return "serialize_task"
     if cmd.startswith("ray::") and "Agent" in cmd:
         return "ray_daemon"
     if "default_worker.py" in cmd or cmd.startswith("ray::"):
@@ -226,7 +225,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer events")
     ap.add_argument("--data", help="data set directory (default: toy events under /tmp)")
-    ap.add_argument("--actors", type=int, default=1, help="serialization actors (default 1)")
+    ap.add_argument("--tasks", type=int, default=1, help="serialization tasks at a time (default 1)")
     ap.add_argument("--events", type=int, help="toy events to write (default 2500, quick 600)")
     ap.add_argument("--no-mixture", action="store_true", help="skip the mixture measurement")
     args = ap.parse_args()
@@ -241,9 +240,9 @@ def main() -> int:
     n_events = args.events or (600 if args.quick else 2500)
     data = make_data(n_events, args.data)
     bins = load_bins(data / "bins.json")
-    # Logical CPUs: the actors may not take both, or the read tasks never get scheduled.
-    cfg = PipelineConfig(batch_size=8, shuffle_seed=None, num_actors=args.actors,
-                         actor_num_cpus=1.0 / args.actors)
+    # Logical CPUs: the serialization tasks may not take both, or the reads never get scheduled.
+    cfg = PipelineConfig(batch_size=8, shuffle_seed=None, serialize_concurrency=args.tasks,
+                         serialize_num_cpus=1.0 / args.tasks)
     load_before = os.getloadavg()[0]
 
     with CpuMeter() as plain_cpu:
@@ -279,7 +278,7 @@ def main() -> int:
         "points_train": int(sum(len(e["coords"]) for e in events)),
         "batches_plain": plain_batches,
         "batches_ray": ray_batches,
-        "actors": args.actors,
+        "serialize_tasks": args.tasks,
         "map_batch_size": cfg.map_batch_size,
         "read_concurrency": cfg.read_concurrency,
         "files": len(list(data.glob("*.parquet"))),

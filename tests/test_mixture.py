@@ -307,7 +307,7 @@ def test_one_pipeline_serializes_each_event_as_its_component_alone(per_component
 
     comps, bins_list, pcfgs = _component_inputs(tpc, aleph)
     alone = [materialize(ds) for ds in per_component]
-    once = mixture_dataset(comps, "train", pcfgs, bins_list).materialize()  # one read, one actor pool
+    once = mixture_dataset(comps, "train", pcfgs, bins_list).materialize()  # one read, one serialization pool
     shared = materialize(once)
     assert [int(e["dataset"]) for e in shared] == sorted(int(e["dataset"]) for e in shared)
     assert len(shared) == sum(len(a) for a in alone)

@@ -139,7 +139,7 @@ def ray_session():
 
 @pytest.mark.slow
 def test_ray_pipeline_is_reproducible_and_matches_the_plain_path(ray_session, data_dir, scfg, bins):
-    cfg = PipelineConfig(serialize=scfg, batch_size=4, shuffle_seed=3, shuffle_buffer=16, num_actors=1,
+    cfg = PipelineConfig(serialize=scfg, batch_size=4, shuffle_seed=3, shuffle_buffer=16, serialize_concurrency=1,
                          map_batch_size=16)
 
     def run():

@@ -1,8 +1,8 @@
 """Parquet events -> serialized events -> padded torch batches, with Ray Data or plain Python.
 
 Ray path (training): ``build_dataset`` = one read task per shard (:func:`read_shards`, the
-checked reader of ``fm4npp.data.io``) -> ``map_batches`` on an actor pool of
-:class:`SerializeBatch` workers -> a Dataset of serialized rows; a Ray Train
+checked reader of ``fm4npp.data.io``) -> ``map_batches`` tasks applying one
+:class:`SerializeBatch` (built on the driver) -> a Dataset of serialized rows; a Ray Train
 worker takes ``ray.train.get_dataset_shard(...)`` and iterates it with
 ``torch_batches(shard, cfg, epoch)`` (``iter_torch_batches`` + :func:`collate`).
 Plain path (tests, adapters, non-Ray users): ``load_serialized`` + ``collate``. Both call the
@@ -222,7 +222,7 @@ def read_shards(batch):
 
 
 class SerializeBatch:
-    """Ray Data actor: an Arrow batch of raw events -> an Arrow batch of serialized events of
+    """Ray Data UDF state: an Arrow batch of raw events -> an Arrow batch of serialized events of
     one split (events of other splits, and skipped/dropped events, leave no row). An event
     that fails to serialize raises DataError naming its file and row (``_file``/``_row``).
     Each row carries ``dataset``: the data set's index in a mixture (0 alone)."""
@@ -271,13 +271,14 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins, dataset
     from fm4npp.data.io import shard_paths
 
     check_compatible(bins, cfg.serialize)
-    kwargs = {"bins_content": bins.content, "pipeline_cfg": cfg.to_dict(), "split": split, "dataset": dataset}
-    return serialize_items([{"path": str(p)} for p in shard_paths(data_dir)], cfg, read_shards, SerializeBatch, kwargs)
+    serializer = SerializeBatch(bins.content, cfg.to_dict(), split, dataset)
+    return serialize_items([{"path": str(p)} for p in shard_paths(data_dir)], cfg, read_shards, serializer)
 
 
-def serialize_items(items: list[dict], cfg: PipelineConfig, read, actor, actor_kwargs: dict):
+def serialize_items(items: list[dict], cfg: PipelineConfig, read, serializer):
     """build_dataset's pipeline over read items (``read``: a UDF of a batch of them -> raw
-    events; then a pool of ``actor`` actors); a mixture's one pipeline uses it too."""
+    events; then ``serializer``, a callable on such a batch, in a pool of tasks); a mixture's
+    one pipeline uses it too."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
@@ -288,17 +289,24 @@ def serialize_items(items: list[dict], cfg: PipelineConfig, read, actor, actor_k
     # One task per item (a shard), reading with fm4npp.data.io (errors name file and rows). One
     # read task at a time by default: reading is ~10x cheaper than serializing, and each extra
     # concurrent task is another worker process to start. (With equal CPU requests Ray Data
-    # fuses the read into the serialization actors: no read worker at all.)
+    # fuses the read into the serialization tasks.)
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read, batch_size=1, batch_format="pyarrow", num_cpus=cfg.read_num_cpus,
                         compute=ray.data.TaskPoolStrategy(size=cfg.read_concurrency))
-    if len(items) < 2 * cfg.num_actors:
-        # One block (a file) feeds one actor at a time: with too few files for the pool, cut
-        # blocks to map_batch_size events (streaming, no shuffle) so all actors work.
+    if len(items) < 2 * cfg.serialize_concurrency:
+        # One block (a file) feeds one task at a time: with too few files for the pool, cut
+        # blocks to map_batch_size events (streaming, no shuffle) so all tasks work.
         ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)
-    return ds.map_batches(actor, fn_constructor_kwargs=actor_kwargs, batch_size=cfg.map_batch_size,
-                          batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-                          num_cpus=cfg.actor_num_cpus)
+    # Tasks, not an actor pool: the serializer's state (bins, config) is small and pickled
+    # once, while each Ray Data actor pool costs seconds to start and stop, a fixed cost
+    # every run and split pays (a few events' materialize took ~10x longer than with tasks).
+    return ds.map_batches(_serialize, fn_kwargs={"serializer": serializer}, batch_size=cfg.map_batch_size,
+                          batch_format="pyarrow", num_cpus=cfg.serialize_num_cpus,
+                          compute=ray.data.TaskPoolStrategy(size=cfg.serialize_concurrency))
+
+
+def _serialize(table, serializer):
+    return serializer(table)
 
 
 serialized_dataset = build_dataset  # the name fm4npp.pretrain uses

@@ -154,7 +154,7 @@ def build_trainer(cfg: PretrainConfig, callbacks=None, datasets=None, bins_hash_
 
 
 def _check_stream_fits(cfg: PretrainConfig) -> None:
-    """Streaming runs Ray Data (Parquet reads at 1 CPU each, serialization actors) next to the
+    """Streaming runs Ray Data (Parquet reads at 1 CPU each, serialization tasks) next to the
     training workers; if the workers leave less than that, Ray waits forever. Refuse instead."""
     import ray
 
@@ -162,13 +162,13 @@ def _check_stream_fits(cfg: PretrainConfig) -> None:
 
     if not ray.is_initialized():
         return
-    pc = PipelineConfig()  # each component of a mixture has its own actor pool
-    need = cfg.workers * cfg.cpus_per_worker + len(train_keys(cfg)) * pc.num_actors * pc.actor_num_cpus + 1.0
+    pc = PipelineConfig()  # each component of a mixture has its own task pool
+    need = cfg.workers * cfg.cpus_per_worker + len(train_keys(cfg)) * pc.serialize_concurrency * pc.serialize_num_cpus + 1.0
     have = ray.cluster_resources().get("CPU", 0.0)
     if need > have:
         raise RefusedError(
             f"data_mode=stream needs {need:g} CPUs ({cfg.workers} workers x "
-            f"{cfg.cpus_per_worker:g} + Ray Data's serialization actors and a 1-CPU Parquet "
+            f"{cfg.cpus_per_worker:g} + Ray Data's serialization tasks and a 1-CPU Parquet "
             f"read) but the cluster has {have:g}: lower cpus_per_worker or workers, or use "
             f"data_mode=memory")
 

@@ -202,8 +202,8 @@ TAGS = ["dataset", "_epoch", "_epochs"]  # a shared row's component, epoch in th
 
 
 def mixture_dataset(components, split: str, pcfgs, bins_list, window: int | None = None, streams: int = 1):
-    """ONE lazy Ray Dataset of a mixture's serialized events: one read stage and one actor
-    pool (sized by the first component's config) for all components, each event serialized
+    """ONE lazy Ray Dataset of a mixture's serialized events: one read stage and one pool
+    of serialization tasks (sized by the first component's config) for all components, each event serialized
     with its own component's config and bins; rows in fm4npp.data.mixed.read_plan order,
     tagged TAGS. ``window``: the schedule window of the ``streams`` readers of a pass
     (WINDOW_BATCHES x their batch): a pass cycles the components as they draw them; None: a
@@ -225,7 +225,7 @@ def mixture_dataset(components, split: str, pcfgs, bins_list, window: int | None
               "stop": -1 if take is None else int(np.flatnonzero(kept[i][j])[take - 1]) + 1}
              for i, e, j, take in plan]
     parts = {c.index: (b.content, p.to_dict()) for c, p, b in zip(components, pcfgs, bins_list)}
-    return serialize_items(items, pcfgs[0], read_tagged, MixtureSerialize, {"parts": parts, "split": split})
+    return serialize_items(items, pcfgs[0], read_tagged, MixtureSerialize(parts, split))
 
 
 def _kept_rows(path: str, split: str, cfg) -> np.ndarray:
@@ -261,7 +261,7 @@ def read_tagged(batch):
 
 
 class MixtureSerialize:
-    """Ray Data actor: raw events of a mixture's components (tagged TAGS) -> serialized rows,
+    """Ray Data UDF state: raw events of a mixture's components (tagged TAGS) -> serialized rows,
     each event by its own component's SerializeBatch (fm4npp.data.pipeline), tags kept."""
 
     def __init__(self, parts: dict, split: str):

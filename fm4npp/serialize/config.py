@@ -102,13 +102,13 @@ class PipelineConfig:
     shuffle_buffer: int = 64  # events in the local shuffle buffer
     bucket_by_length: bool = False  # sort each map chunk by length (disables row shuffle)
     drop_last: bool = False
-    num_actors: int = 1  # serialization actors (ActorPoolStrategy size)
-    actor_num_cpus: float = 0.25  # fractional: leaves CPUs for Train/Tune on small machines
+    serialize_concurrency: int = 1  # serialization tasks at a time (TaskPoolStrategy size)
+    serialize_num_cpus: float = 0.25  # fractional: leaves CPUs for Train/Tune on small machines
     read_num_cpus: float = 0.25  # per Parquet read task (Ray's default 1 can starve a 2-CPU box)
     # Parquet read tasks at a time (None: Ray decides). One task reads ~5,000 events/s, enough
-    # for ~8 actors; each extra concurrent task is one more Ray worker process to start.
+    # for ~8 serialization tasks; each extra concurrent task is one more Ray worker process to start.
     read_concurrency: int | None = 1
-    map_batch_size: int = 32  # events handed to an actor at a time
+    map_batch_size: int = 32  # events per serialization task
 
     def __post_init__(self) -> None:
         if isinstance(self.serialize, dict):

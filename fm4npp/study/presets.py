@@ -32,7 +32,7 @@ class StudyPreset:
     use_gpu: bool = False
     cpus_per_worker: float = 0.5  # fractional: Tune drivers and Ray Data need CPU too
     trial_cpus: float = 0.25  # the Tune trial driver only waits on its TorchTrainer
-    data_cpus: float = 0.25  # the serialization actor of each trial's Ray Data pipeline
+    data_cpus: float = 0.25  # the serialization task of each trial's Ray Data pipeline
     pretrain: dict = field(default_factory=dict)  # further PretrainConfig fields
 
     def workers_for(self, width: str) -> int:
