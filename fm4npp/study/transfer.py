@@ -72,9 +72,6 @@ PRESETS = {
         finetune=dict(epochs=1, max_steps=8, n_test_events=12, val_events=0, batch_size=4,
                       tracking={"d_embed": 16, "n_queries": 16, "n_layers": 1, "d_ffn": 32},
                       classifier={"d_embed": 16, "d_hidden": 32}),
-        # all four FMs at once on 2 cores: a 30-step trial mostly waits on Ray Train's and
-        # Ray Data's start-up, which overlaps; two at a time took two rounds of it
-        study=dict(trial_cpus=0.125, cpus_per_worker=0.25, data_cpus=0.125),
     ),
     # The question at CPU scale, sized to run here in hours (2 cores): every domain, the
     # three-way mixture, every benchmark, 3 seeds, two labelled subsets.
