@@ -270,8 +270,7 @@ def build_dataset(data_dir, split: str, cfg: PipelineConfig, bins: Bins, dataset
     """
     from fm4npp.data.io import shard_paths
 
-    check_compatible(bins, cfg.serialize)
-    serializer = SerializeBatch(bins.content, cfg.to_dict(), split, dataset)
+    serializer = SerializeBatch(bins.content, cfg.to_dict(), split, dataset)  # checks the bins
     return serialize_items([{"path": str(p)} for p in shard_paths(data_dir)], cfg, read_shards, serializer)
 
 
@@ -286,10 +285,8 @@ def serialize_items(items: list[dict], cfg: PipelineConfig, read, serializer):
     # A bad file met in a task reaches the caller as itself (file, row, problem), not as a
     # UserCodeException that keeps only its text (see fm4npp.data.ray_errors).
     ctx.raise_original_map_exception = True
-    # One task per item (a shard), reading with fm4npp.data.io (errors name file and rows). One
-    # read task at a time by default: reading is ~10x cheaper than serializing, and each extra
-    # concurrent task is another worker process to start. (With equal CPU requests Ray Data
-    # fuses the read into the serialization tasks.)
+    # One task per item (a shard), reading with fm4npp.data.io (errors name file and rows); one
+    # at a time by default: reading is ~10x cheaper than serializing.
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read, batch_size=1, batch_format="pyarrow", num_cpus=cfg.read_num_cpus,
                         compute=ray.data.TaskPoolStrategy(size=cfg.read_concurrency))
@@ -297,9 +294,8 @@ def serialize_items(items: list[dict], cfg: PipelineConfig, read, serializer):
         # One block (a file) feeds one task at a time: with too few files for the pool, cut
         # blocks to map_batch_size events (streaming, no shuffle) so all tasks work.
         ds = ds.repartition(target_num_rows_per_block=cfg.map_batch_size)
-    # Tasks, not an actor pool: the serializer's state (bins, config) is small and pickled
-    # once, while each Ray Data actor pool costs seconds to start and stop, a fixed cost
-    # every run and split pays (a few events' materialize took ~10x longer than with tasks).
+    # Tasks, not an actor pool: the serializer's state is small and pickled once; an actor
+    # pool cost seconds to start and stop in every run and split (~10x a small materialize's).
     return ds.map_batches(_serialize, fn_kwargs={"serializer": serializer}, batch_size=cfg.map_batch_size,
                           batch_format="pyarrow", num_cpus=cfg.serialize_num_cpus,
                           compute=ray.data.TaskPoolStrategy(size=cfg.serialize_concurrency))
