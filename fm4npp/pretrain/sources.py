@@ -202,9 +202,9 @@ TAGS = ["dataset", "_epoch", "_epochs"]  # a shared row's component, epoch in th
 
 
 def mixture_dataset(components, split: str, pcfgs, bins_list, window: int | None = None, streams: int = 1):
-    """ONE lazy Ray Dataset of a mixture's serialized events: one read stage and one pool
-    of serialization tasks (sized by the first component's config) for all components, each event serialized
-    with its own component's config and bins; rows in fm4npp.data.mixed.read_plan order,
+    """ONE lazy Ray Dataset of a mixture's serialized events: one read stage and one pool of
+    serialization tasks (sized by the first component's config) for all components, each
+    event serialized with its own component's config and bins; rows in fm4npp.data.mixed.read_plan order,
     tagged TAGS. ``window``: the schedule window of the ``streams`` readers of a pass
     (WINDOW_BATCHES x their batch): a pass cycles the components as they draw them; None: a
     pass holds each component once (memory mode)."""
