@@ -137,13 +137,14 @@ def test_helix_radius_follows_pt(name, pt):
 
 
 def test_sphenix_tpc_output_unchanged():
-    """Digests of a 20-event run (seed 3) recorded with the code before detectors became files."""
+    """Digests of a 20-event run (seed 3), recorded when a stopping particle's charge became its
+    kinetic energy (before: the code before detectors became files; only that cap changed it)."""
     table, _ = simulate_shard(SimConfig(events=20, seed=3), 0, 20, None)
     recorded = {
-        "event_id": "f5c4cb24f4c9b43e", "hit_x": "7da8f83c6bcb4c7f", "hit_y": "75d30ca13da95106",
-        "hit_z": "ad2acbe8485c66bf", "hit_energy": "e974cd5aebf4f5b1", "hit_track_id": "703d891f41381924",
-        "hit_pdg": "3fb9c732b1c5fd2e", "hit_pid_class": "60535d62ade8a5d1", "hit_noise": "b6f1c63df98b32eb",
-        "tracks": "d19d082765858680",
+        "event_id": "f5c4cb24f4c9b43e", "hit_x": "9f48de3e2bfcc985", "hit_y": "b24269097b39fccb",
+        "hit_z": "810437fd34347972", "hit_energy": "a3588d200a50d26b", "hit_track_id": "b8293cdb4dacd4b3",
+        "hit_pdg": "c66111a96c0cea58", "hit_pid_class": "894b04a681c71ce7", "hit_noise": "c0e1e49bd9c30ac5",
+        "tracks": "9477c5fe6ebd2f66",
     }
     assert {k: _digest(table.column(k)) for k in recorded} == recorded
     sub = table.column("hit_subsystem").combine_chunks().flatten().to_numpy()

@@ -120,3 +120,26 @@ def test_decay_in_flight_and_conversion_secondaries():
     _, tracks = simulate_particles(np.full(2000, 22), _p3(1.0, pz=0.1, n=2000), (0, 0, 5.0), rng=rng)
     pairs = np.sum(np.abs(tracks["pdg"]) == 11) / 2
     assert 10 < pairs < 100  # P = 1 - exp(-7/9 * x/X0) with x/X0 ~ 2.5 %
+
+
+def test_charge_of_a_crossing_never_exceeds_the_particles_kinetic_energy():
+    """Bethe at beta ~ 0.02 (an evaporation proton) asks for more charge than the proton has:
+    it stops in the sensor and deposits its kinetic energy; a MIP's charge is Bethe's."""
+    from fm4npp.sim.digitize import deposit
+    from fm4npp.sim.geometry import get_detector
+
+    si, cfg, rng = get_detector("sphenix").material("Si"), DigitizeConfig(), np.random.default_rng(0)
+    t_cut = TransportConfig().delta_t_min_solid_gev
+    mp, n = 0.938272, 200
+    ekin = np.full(n, 2e-4)  # 0.2 MeV protons across 320 um of silicon: they stop in it
+    bg = np.sqrt(ekin * (ekin + 2 * mp)) / mp
+    e = deposit(np.full(n, 0.032), bg, np.full(n, mp), np.ones(n), np.zeros(n, bool), si, t_cut, cfg, rng,
+                ekin=ekin)
+    assert np.all(e == ekin)  # each stops in the sensor
+    uncapped = deposit(np.full(n, 0.032), bg, np.full(n, mp), np.ones(n), np.zeros(n, bool), si, t_cut, cfg, rng)
+    assert np.median(uncapped) > 10 * ekin[0]  # what the cap prevents
+    # a 1 GeV/c pion: ~ 100 keV of charge in 320 um, untouched by the cap
+    mpi = 0.13957
+    pion = deposit(np.full(n, 0.032), np.full(n, 1.0 / mpi), np.full(n, mpi), np.ones(n), np.zeros(n, bool), si,
+                   t_cut, cfg, rng, ekin=np.full(n, np.hypot(1.0, mpi) - mpi))
+    assert 60e-6 < np.median(pion) < 140e-6

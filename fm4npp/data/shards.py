@@ -35,7 +35,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def write_table_atomic(table: pa.Table, path: str | Path, compression: str = "zstd") -> str:
     """Write `table` as Parquet at `path` atomically; returns the file's sha256."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=compression, write_page_checksum=True)
+        # no dictionary pages: on hit lists (floats, mostly distinct) they cost 4x the CPU of
+        # plain zstd and made the sim shards 1.6x larger (6.5 vs 4.2 MB for 400 p+p events)
+        pq.write_table(table, tmp, compression=compression, use_dictionary=False,
+                       write_page_checksum=True)
         digest = sha256_file(tmp)
     return digest
 

@@ -39,8 +39,9 @@ def _spectrum_moments(a, b, e_min, e_max):
     return prob, mean, m2
 
 
-def deposit(path_cm, bg, mass, q2, electron, mat, t_cut, cfg: DigitizeConfig, rng):
-    """Sampled ionisation [GeV] of crossings with 3D path `path_cm` in `mat`.
+def deposit(path_cm, bg, mass, q2, electron, mat, t_cut, cfg: DigitizeConfig, rng, ekin=None):
+    """Sampled ionisation [GeV] of crossings with 3D path `path_cm` in `mat`, at most the
+    kinetic energy `ekin` [GeV] of each crossing particle (when given).
 
     Primary clusters: Poisson in number, 1/E^2 energies on [e_min, t_cut], mean total = the
     restricted Bethe loss. The many soft clusters (E < 20 e_min) are summed as a Gamma variate
@@ -48,6 +49,10 @@ def deposit(path_cm, bg, mass, q2, electron, mat, t_cut, cfg: DigitizeConfig, rn
     """
     dedx, _, _ = bethe(bg, mass, q2, mat, electron=electron, t_cut=t_cut)
     mean = dedx * mat.density_g_cm3 * path_cm
+    stops = np.zeros(len(mean), bool) if ekin is None else mean >= ekin
+    # a particle that stops in the sensor deposits what it has: Bethe at beta ~ 0.02
+    # (evaporation protons) asks for up to 100 MeV in 320 um of silicon (and ~1e5 clusters)
+    mean = np.where(stops, ekin, mean) if ekin is not None else mean
     e_min = cfg.cluster_e_min_gev
     e_split = 20 * e_min
     _, mu_all, _ = _spectrum_moments(e_min, t_cut, e_min, t_cut)
@@ -62,7 +67,7 @@ def deposit(path_cm, bg, mass, q2, electron, mat, t_cut, cfg: DigitizeConfig, rn
     u = rng.random(int(n_hard.sum()))
     e = 1.0 / (1.0 / e_split - u * (1.0 / e_split - 1.0 / t_cut))
     hard = np.bincount(np.repeat(np.arange(len(n_hard)), n_hard), weights=e, minlength=len(n_hard))
-    return soft + hard
+    return soft + hard if ekin is None else np.where(stops, ekin, np.minimum(soft + hard, ekin))
 
 
 def _pack_keys(cols) -> np.ndarray:
@@ -130,7 +135,8 @@ def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, tcfg: TransportCon
             mat = det.material(md.sensitive)
             t_cut = tcfg.delta_t_min_solid_gev if md.solid else tcfg.delta_t_min_gev
             e_dep[sel] = deposit(path[sel], p[sel] / m[sel], m[sel], q[sel] ** 2,
-                                 np.abs(m[sel] - 0.000511) < 1e-6, mat, t_cut, cfg, rng)
+                                 np.abs(m[sel] - 0.000511) < 1e-6, mat, t_cut, cfg, rng,
+                                 ekin=np.hypot(p[sel], m[sel]) - m[sel])
     # merge crossings of one track in one layer and one (r-phi, z) cell
     iphi = np.floor(phi * r / cfg.merge_rphi_cm).astype(np.int64)
     iz = np.floor(z / cfg.merge_z_cm).astype(np.int64)
