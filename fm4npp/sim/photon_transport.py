@@ -70,7 +70,8 @@ def _candidates(g, e, u, det: Detector, mats):
         rho = mats[v.material].density_g_cm3
         for a, b in _segments(g, u, v):
             inside = b > a
-            cands.append((np.where(inside, a, np.inf), np.where(inside, b - a, 0.0) * rho, v.material, True))
+            with np.errstate(invalid="ignore"):  # inf - inf where the line misses the volume
+                cands.append((np.where(inside, a, np.inf), np.where(inside, b - a, 0.0) * rho, v.material, True))
     return cands
 
 
