@@ -45,7 +45,7 @@ def _no_ray_left_behind():
     """End what a module's local Ray left running once its fixtures shut it down: in a full
     suite at load average 8-27, `ray.shutdown()` after Ray Train runs left each session's
     gcs_server, dashboard, monitor and log monitor alive (Ray 2.60; ~330 MB and ~1 % CPU each
-    session, for the rest of the suite). Alone on a quiet machine it leaves nothing."""
+    session, for the rest of the suite). Run alone (load ~3) the same module left nothing."""
     import signal
     import sys
     import time
