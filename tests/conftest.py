@@ -26,6 +26,7 @@ def _private_data_home():
         else:
             os.environ[k] = v
 
+
 def _ray_children() -> list[int]:
     """Pids of this process's children that are Ray's (read from /proc; [] elsewhere)."""
     me, out = str(os.getpid()), []
@@ -48,28 +49,12 @@ def _no_ray_left_behind():
     session, for the rest of the suite). Run alone (load ~3) the same module left nothing."""
     import signal
     import sys
-    import time
 
     yield
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         return
-    pids = _ray_children()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + 5
-    while pids and time.time() < deadline:
-        for pid in list(pids):
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    pids.remove(pid)
-            except ChildProcessError:
-                pids.remove(pid)
-        time.sleep(0.05)
-    for pid in pids:
+    for pid in _ray_children():  # a dead session's processes: nothing to shut down gracefully
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

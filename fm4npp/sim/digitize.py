@@ -49,10 +49,11 @@ def deposit(path_cm, bg, mass, q2, electron, mat, t_cut, cfg: DigitizeConfig, rn
     """
     dedx, _, _ = bethe(bg, mass, q2, mat, electron=electron, t_cut=t_cut)
     mean = dedx * mat.density_g_cm3 * path_cm
-    stops = np.zeros(len(mean), bool) if ekin is None else mean >= ekin
-    # a particle that stops in the sensor deposits what it has: Bethe at beta ~ 0.02
-    # (evaporation protons) asks for up to 100 MeV in 320 um of silicon (and ~1e5 clusters)
-    mean = np.where(stops, ekin, mean) if ekin is not None else mean
+    if ekin is not None:
+        # a particle that stops in the sensor deposits what it has: Bethe at beta ~ 0.02
+        # (evaporation protons) asks for up to 100 MeV in 320 um of silicon (~1e5 clusters)
+        stops = mean >= ekin
+        mean = np.where(stops, ekin, mean)
     e_min = cfg.cluster_e_min_gev
     e_split = 20 * e_min
     _, mu_all, _ = _spectrum_moments(e_min, t_cut, e_min, t_cut)
