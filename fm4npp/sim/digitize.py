@@ -149,8 +149,10 @@ def digitize(cross: dict, det: Detector, cfg: DigitizeConfig, tcfg: TransportCon
     start[1:] = ks[1:] != ks[:-1]
     group = np.cumsum(start) - 1
     e_sum = np.bincount(group, weights=e_dep[order])
-    first = order[start]  # first crossing of each cluster (lexsort is stable)
-    keep = np.sort(first)
+    first = order[start]  # first crossing of each cluster (the sort is stable)
+    is_first = np.zeros(len(idx), bool)
+    is_first[first] = True
+    keep = np.nonzero(is_first)[0]  # in crossing order: a mask, not a sort
     e_keep = np.empty(len(idx))
     e_keep[first] = e_sum
     e_keep = e_keep[keep]

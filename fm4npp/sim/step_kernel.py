@@ -1,8 +1,9 @@
 """Compiled core of one charged-transport iteration (numba): helix, next surface, step length, layer crossings, advance, material.
 
 It replaces ~300 numpy calls per iteration, whose fixed cost dominated the many iterations
-with a few live particles (loopers) and whose memory passes dominated the wide ones. The
-random draws stay in numpy, in the same order and sizes, so a seed gives the same events.
+with a few live particles (loopers) and whose memory passes dominated the wide ones. Random
+numbers come from the caller's numpy Generator (numba shares its state and its algorithms) in
+the order and number the numpy code drew them, so a seed gives the same events.
 The formulas are those of the numpy transport it replaced (and of
 :func:`fm4npp.sim.energy_loss.bethe`), operation for operation (no fastmath: LLVM may not
 reorder or fuse them); only log/exp/atan2/acos/pow come from libm instead of numpy's SIMD
@@ -212,6 +213,40 @@ def step(x, y, z, px, py, pz, q, m, ele, lo, sdec, turns, ncross, kb, bsign, R, 
         iv[0, i], iv[1, i], iv[2, i], iv[3, i] = bk, bk if hit else lo[i], vol, l0
     cf, ci, nout = _crossings(x, y, z, px, py, pz, q, m, LR2, f, iv, cnt, ncross)
     return f, iv, bv, cf[:, :nout], ci[:, :nout]
+
+
+@_jit
+def lose_and_scatter(px, py, pz, m, p, ekin, de, th2, t_stop, scatter, rng):
+    """Momentum loss (p: momentum at the step start) and Highland scattering at the end of the
+    step; returns (px, py, pz, stopped). The normals are drawn from `rng` (a numpy Generator,
+    whose state numba shares) two per scattered particle in particle order, as the numpy
+    version drew them, and the arithmetic is its own, so a seed gives the same events."""
+    n = len(px)
+    stopped = np.empty(n, np.bool_)
+    ox, oy, oz = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        ekin_new = ekin[i] - de[i]
+        stopped[i] = ekin_new < t_stop
+        pnew = math.sqrt(_mx(ekin_new * (ekin_new + 2 * m[i]), 0.0))
+        scale = 1.0 if stopped[i] else pnew / p[i]
+        a, b, c = px[i] * scale, py[i] * scale, pz[i] * scale
+        th = math.sqrt(th2[i])
+        if scatter and th > 0 and not stopped[i]:
+            ux, uy, uz = a / pnew, b / pnew, c / pnew
+            # e1 = u x z-hat (u x x-hat along the beam), e2 = u x e1, as secondaries.orthonormal
+            sx = 0.0 if abs(uz) < 0.99 else 1.0
+            sz = 1.0 - sx
+            e1x, e1y, e1z = uy * sz, uz * sx - ux * sz, -uy * sx
+            nrm = math.sqrt(e1x * e1x + e1y * e1y + e1z * e1z)
+            e1x, e1y, e1z = e1x / nrm, e1y / nrm, e1z / nrm
+            e2x, e2y, e2z = uy * e1z - uz * e1y, uz * e1x - ux * e1z, ux * e1y - uy * e1x
+            g0 = rng.standard_normal() * th
+            g1 = rng.standard_normal() * th
+            vx, vy, vz = ux + g0 * e1x + g1 * e2x, uy + g0 * e1y + g1 * e2y, uz + g0 * e1z + g1 * e2z
+            k = pnew / math.sqrt(vx * vx + vy * vy + vz * vz)
+            a, b, c = vx * k, vy * k, vz * k
+        ox[i], oy[i], oz[i] = a, b, c
+    return ox, oy, oz, stopped
 
 
 @_jit

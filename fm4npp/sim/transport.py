@@ -72,7 +72,8 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         st.update(p=p, x=f[15], y=f[16], z=f[17], px=f[18], py=f[19], sdec=f[20], lo=iv[1])
         if cfg.delta_rays:
             emit_deltas(st, g, start, da, s, ndel, ndel_solid, cfg, rng, reg, new)
-        stopped = _lose_and_scatter(st, p, cfg, rng, ekin, dE, th2)
+        st["px"], st["py"], st["pz"], stopped = step_kernel.lose_and_scatter(
+            st["px"], st["py"], st["pz"], st["m"], p, ekin, dE, th2, cfg.t_stop_gev, cfg.multiple_scattering, rng)
         if extended:
             vols = [(np.nonzero(iv[2] == j)[0], M.mats[v.material], None) for j, v in enumerate(M.volumes)]
             stopped |= hadronic.absorb(st, M, vols, s, hit_surf, bestk, ~stopped & ~decayed, cfg, rng, reg, new)
@@ -108,27 +109,3 @@ def _initial_state(P: dict, M: _Media) -> dict:
     st["ncross"] = np.zeros(n, np.int64)
     st["ele"] = np.abs(st["pdg"]) == 11
     return st
-
-
-def _lose_and_scatter(st: dict, p, cfg: TransportConfig, rng, ekin, dE, th2) -> np.ndarray:
-    """Momentum loss (p: momentum at the step start) and multiple scattering at the end of the
-    step; returns who stopped."""
-    m = st["m"]
-    ekin_new = ekin - dE
-    stopped = ekin_new < cfg.t_stop_gev
-    pnew = np.sqrt(np.maximum(ekin_new * (ekin_new + 2 * m), 0))
-    scale = np.where(stopped, 1.0, pnew / p)
-    px, py, pz = st["px"] * scale, st["py"] * scale, st["pz"] * scale
-    if cfg.multiple_scattering:
-        th = np.sqrt(th2)
-        sc = np.nonzero((th > 0) & ~stopped)[0]
-        if len(sc):
-            pp = pnew[sc]
-            ux, uy, uz = px[sc] / pp, py[sc] / pp, pz[sc] / pp
-            e1, e2 = sec.orthonormal(ux, uy, uz)
-            g = rng.standard_normal((len(sc), 2)) * th[sc, None]
-            u = np.stack([ux, uy, uz], 1) + g[:, :1] * e1 + g[:, 1:] * e2
-            u *= (pp / np.linalg.norm(u, axis=1))[:, None]
-            px[sc], py[sc], pz[sc] = u[:, 0], u[:, 1], u[:, 2]
-    st["px"], st["py"], st["pz"] = px, py, pz
-    return stopped
