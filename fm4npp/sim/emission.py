@@ -1,46 +1,12 @@
-"""Secondaries of a charged step: delta electrons on the helix and decays in flight (registered)."""
+"""Secondaries of a charged step: delta electrons on the helix (sampled in :mod:`fm4npp.sim.emission_kernel`) and decays in flight (registered)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from fm4npp.sim import emission_kernel
 from fm4npp.sim import secondaries as sec
 from fm4npp.sim.particles import concat_particles, make_particles
-
-
-def _make_deltas(st, nd, t_min, x0, y0, z0, cx, cy, rho, a0, da, s, pz, p, cfg, rng, reg):
-    src = np.repeat(np.arange(len(nd)), nd)
-    m = st["m"][src]
-    p_par = p[src]  # momentum at the start of the step
-    bg = p_par / m
-    bg2 = bg * bg
-    beta2 = bg2 / (1 + bg2)
-    gamma = np.sqrt(1 + bg2)
-    r = sec.ME / m
-    wmax = np.where(st["ele"][src], 0.5 * (gamma - 1) * m, 2 * sec.ME * bg2 / (1 + 2 * gamma * r + r * r))
-    t, ok = sec.sample_delta_t(t_min, wmax, beta2, rng)
-    f = rng.random(len(src))
-    src, t, f, p_par, m = src[ok], t[ok], f[ok], p_par[ok], m[ok]
-    if not len(src):
-        return concat_particles([])
-    a = a0[src] + f * da[src]
-    vx = cx[src] + rho[src] * np.cos(a)
-    vy = cy[src] + rho[src] * np.sin(a)
-    vz = z0[src] + f * s[src] * pz[src] / p[src]
-    # parent direction at that point: the start direction rotated by f * da
-    pxs, pys = st["px"][src], st["py"][src]  # already rotated to the step end
-    back = (f - 1) * da[src]
-    c, sn = np.cos(back), np.sin(back)
-    ux, uy = (pxs * c - pys * sn) / p_par, (pxs * sn + pys * c) / p_par
-    uz = st["pz"][src] / p_par
-    pe, d = sec.delta_direction(t, p_par, np.sqrt(p_par**2 + m**2), ux, uy, uz, rng)
-    ev = st["ev"][src]
-    pdg = np.full(len(src), 11)
-    q = np.full(len(src), -1.0)
-    mom = d * pe[:, None]
-    tid = reg.add(ev, pdg, q, mom[:, 0], mom[:, 1], mom[:, 2], vx, vy, vz, st["tid"][src], False)
-    return make_particles(ev, tid, pdg, q, np.full(len(src), sec.ME), vx, vy, vz, mom[:, 0], mom[:, 1], mom[:, 2],
-                          st["gen"][src] + 1, rng, cfg)
 
 
 def _decay(st, idx, cfg, rng, reg):
@@ -75,14 +41,16 @@ def _decay(st, idx, cfg, rng, reg):
 
 def emit_deltas(st: dict, g: dict, start, da, s, ndel, ndel_solid, cfg, rng, reg, new: list) -> None:
     """Delta electrons, produced at a random point of the step on the helix (``start``: the
-    positions before the step), appended to ``new``."""
-    n = len(st["ev"])
-    x0_, y0_, z0_ = start
-    for mean, t_min in ((ndel, cfg.delta_t_min_gev), (ndel_solid, cfg.delta_t_min_solid_gev)):
-        # Poisson(0) draws no random number: sampling the non-zero means alone is the same
-        nz = np.nonzero(mean)[0]
-        nd = np.zeros(n, np.int64)
-        nd[nz] = rng.poisson(mean[nz])
-        if nd.any():
-            new.append(_make_deltas(st, nd, t_min, x0_, y0_, z0_, g["cx"], g["cy"], g["rho"], g["a0"], da, s,
-                                    st["pz"], g["p"], cfg, rng, reg))
+    positions before the step), registered and appended to ``new``."""
+    t_min = np.array([cfg.delta_t_min_gev, cfg.delta_t_min_solid_gev])
+    srcs, outs = emission_kernel.deltas(np.stack([ndel, ndel_solid]), t_min, st["px"], st["py"], st["pz"], st["m"],
+                                        st["ele"], g["p"], *start, g["cx"], g["cy"], g["rho"], g["a0"], da, s, rng)
+    src = np.concatenate(srcs)
+    if not len(src):
+        return
+    v = np.concatenate(outs)
+    ev, n = st["ev"][src], len(src)
+    vx, vy, vz, px, py, pz = (np.ascontiguousarray(v[:, k]) for k in range(6))
+    pdg, q = np.full(n, 11), np.full(n, -1.0)
+    tid = reg.add(ev, pdg, q, px, py, pz, vx, vy, vz, st["tid"][src], False)
+    new.append(make_particles(ev, tid, pdg, q, np.full(n, sec.ME), vx, vy, vz, px, py, pz, st["gen"][src] + 1, rng, cfg))

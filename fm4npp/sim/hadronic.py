@@ -45,9 +45,10 @@ def is_hadron(pdg: np.ndarray) -> np.ndarray:
     return (a > 100) & (a < 1_000_000_000)
 
 
-def step_depth(st, M, vols, s, hit_surf, bestk):
-    """Per particle: sum of x / lambda_I over this step's gas path and the cylinder/disk it
-    crossed at the step end, and the mass number of the material that dominates it."""
+def step_depth(st, M, vol, s, hit_surf, bestk):
+    """Per particle: sum of x / lambda_I over this step's gas path (in volume `vol`, -1: none)
+    and the cylinder/disk it crossed at the step end, and the mass number of the material that
+    dominates it."""
     n = len(st["ev"])
     tau = np.zeros(n)
     a_nuc = np.ones(n)
@@ -60,7 +61,9 @@ def step_depth(st, M, vols, s, hit_surf, bestk):
         best[sub[more]] = t[more]
         a_nuc[sub[more]] = effective_za(mat.z_over_a, mat.x0_g_cm2)[1]
 
-    for sub, mat, _ in vols:
+    for j, v in enumerate(M.volumes):
+        sub = np.nonzero(vol == j)[0]
+        mat = M.mats[v.material]
         add(sub, mat, s[sub] * mat.density_g_cm3)
     p = np.sqrt(st["px"] ** 2 + st["py"] ** 2 + st["pz"] ** 2)  # after this step's energy loss
     for sub, mat, gram in solids_crossed(st, M, p, hit_surf, bestk):
@@ -68,14 +71,14 @@ def step_depth(st, M, vols, s, hit_surf, bestk):
     return tau, a_nuc
 
 
-def absorb(st, M, vols, s, hit_surf, bestk, candidates, cfg, rng, reg, new: list) -> np.ndarray:
+def absorb(st, M, vol, s, hit_surf, bestk, candidates, cfg, rng, reg, new: list) -> np.ndarray:
     """Decide the inelastic interactions of this step (among `candidates`, a mask of charged
     hadrons still alive), append the fragments to `new`; returns the mask of absorbed ones."""
     absorbed = np.zeros(len(st["ev"]), bool)
     cand = candidates & is_hadron(st["pdg"])
     if not cand.any():
         return absorbed
-    tau, a_nuc = step_depth(st, M, vols, s, hit_surf, bestk)
+    tau, a_nuc = step_depth(st, M, vol, s, hit_surf, bestk)
     idx = np.nonzero(cand & (tau > 0))[0]
     hit = idx[rng.random(len(idx)) < -np.expm1(-tau[idx])]
     absorbed[hit] = True

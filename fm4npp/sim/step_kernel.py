@@ -216,6 +216,18 @@ def step(x, y, z, px, py, pz, q, m, ele, lo, sdec, turns, ncross, kb, bsign, R, 
 
 
 @_jit
+def orthonormal(ux, uy, uz):
+    """secondaries.orthonormal of one unit vector: e1 = u x z-hat (u x x-hat along the beam),
+    e2 = u x e1, as six floats."""
+    wx = 0.0 if abs(uz) < 0.99 else 1.0
+    wz = 1.0 - wx
+    e1x, e1y, e1z = uy * wz, uz * wx - ux * wz, -uy * wx
+    nrm = math.sqrt(e1x * e1x + e1y * e1y + e1z * e1z)
+    e1x, e1y, e1z = e1x / nrm, e1y / nrm, e1z / nrm
+    return e1x, e1y, e1z, uy * e1z - uz * e1y, uz * e1x - ux * e1z, ux * e1y - uy * e1x
+
+
+@_jit
 def lose_and_scatter(px, py, pz, m, p, ekin, de, th2, t_stop, scatter, rng):
     """Momentum loss (p: momentum at the step start) and Highland scattering at the end of the
     step; returns (px, py, pz, stopped). The normals are drawn from `rng` (a numpy Generator,
@@ -233,13 +245,7 @@ def lose_and_scatter(px, py, pz, m, p, ekin, de, th2, t_stop, scatter, rng):
         th = math.sqrt(th2[i])
         if scatter and th > 0 and not stopped[i]:
             ux, uy, uz = a / pnew, b / pnew, c / pnew
-            # e1 = u x z-hat (u x x-hat along the beam), e2 = u x e1, as secondaries.orthonormal
-            sx = 0.0 if abs(uz) < 0.99 else 1.0
-            sz = 1.0 - sx
-            e1x, e1y, e1z = uy * sz, uz * sx - ux * sz, -uy * sx
-            nrm = math.sqrt(e1x * e1x + e1y * e1y + e1z * e1z)
-            e1x, e1y, e1z = e1x / nrm, e1y / nrm, e1z / nrm
-            e2x, e2y, e2z = uy * e1z - uz * e1y, uz * e1x - ux * e1z, ux * e1y - uy * e1x
+            e1x, e1y, e1z, e2x, e2y, e2z = orthonormal(ux, uy, uz)
             g0 = rng.standard_normal() * th
             g1 = rng.standard_normal() * th
             vx, vy, vz = ux + g0 * e1x + g1 * e2x, uy + g0 * e1y + g1 * e2y, uz + g0 * e1z + g1 * e2z

@@ -75,8 +75,7 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         st["px"], st["py"], st["pz"], stopped = step_kernel.lose_and_scatter(
             st["px"], st["py"], st["pz"], st["m"], p, ekin, dE, th2, cfg.t_stop_gev, cfg.multiple_scattering, rng)
         if extended:
-            vols = [(np.nonzero(iv[2] == j)[0], M.mats[v.material], None) for j, v in enumerate(M.volumes)]
-            stopped |= hadronic.absorb(st, M, vols, s, hit_surf, bestk, ~stopped & ~decayed, cfg, rng, reg, new)
+            stopped |= hadronic.absorb(st, M, iv[2], s, hit_surf, bestk, ~stopped & ~decayed, cfg, rng, reg, new)
         # decays in flight
         if decayed.any():
             new.append(_decay(st, np.nonzero(decayed)[0], cfg, rng, reg))
