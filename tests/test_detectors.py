@@ -137,14 +137,15 @@ def test_helix_radius_follows_pt(name, pt):
 
 
 def test_sphenix_tpc_output_unchanged():
-    """Digests of a 20-event run (seed 3), recorded when a stopping particle's charge became its
-    kinetic energy (before: the code before detectors became files; only that cap changed it)."""
+    """Digests of a 20-event run (seed 3), recorded when PYTHIA became initialised once per
+    process and reseeded per block (before: initialised with the block seed; the transport's
+    compiled kernels left them unchanged)."""
     table, _ = simulate_shard(SimConfig(events=20, seed=3), 0, 20, None)
     recorded = {
-        "event_id": "f5c4cb24f4c9b43e", "hit_x": "9f48de3e2bfcc985", "hit_y": "b24269097b39fccb",
-        "hit_z": "810437fd34347972", "hit_energy": "a3588d200a50d26b", "hit_track_id": "b8293cdb4dacd4b3",
-        "hit_pdg": "c66111a96c0cea58", "hit_pid_class": "894b04a681c71ce7", "hit_noise": "c0e1e49bd9c30ac5",
-        "tracks": "9477c5fe6ebd2f66",
+        "event_id": "f5c4cb24f4c9b43e", "hit_x": "5e834af4094c6a73", "hit_y": "4689eb4daeb3f01a",
+        "hit_z": "b4f64e001b60f2a3", "hit_energy": "f463568a313c2428", "hit_track_id": "30d45ea084fdb194",
+        "hit_pdg": "b15d923d977f9d20", "hit_pid_class": "e5786b5e52cf52dc", "hit_noise": "9295d9d6a5cb78b5",
+        "tracks": "242f365b13727829",
     }
     assert {k: _digest(table.column(k)) for k in recorded} == recorded
     sub = table.column("hit_subsystem").combine_chunks().flatten().to_numpy()

@@ -54,6 +54,27 @@ def test_dis_events_have_the_scattered_electron(facility, e_beam, e_proton):
     assert np.median(pz_sum) > 0.1 * e_proton
 
 
+@pytest.mark.parametrize("facility", ["rhic_pp200", "lep_z", "hera_ep", "eic_ep"])
+def test_a_seed_gives_the_same_events_in_any_process_history(facility, monkeypatch):
+    """PYTHIA is initialised once per process and reseeded per block: a block's events must not
+    depend on what the instance generated before, nor on whether it was initialised afresh."""
+    from fm4npp.sim import generator
+
+    def key(g):
+        return {k: g[k] for k in ("ev", "pdg", "px", "py", "pz", "vz", "mother")}
+
+    cfg = GeneratorConfig(facility=facility)
+    monkeypatch.setattr(generator, "_INITIALISED", {})
+    fresh = key(PythiaGenerator(cfg, 77).generate(40))
+    other = PythiaGenerator(cfg, 5)
+    other.generate(120)
+    again = PythiaGenerator(cfg, 77)
+    for k, v in key(again.generate(40)).items():
+        np.testing.assert_array_equal(v, fresh[k], err_msg=k)
+    with pytest.raises(RuntimeError, match="reseeded by a newer generator"):
+        other.generate(1)
+
+
 @pytest.mark.parametrize("detector,facility,subsystems", [
     ("aleph", "lep_z", ["vdet", "itc", "tpc"]),
     ("zeus", "hera_ep", ["ctd"]),

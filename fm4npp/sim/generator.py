@@ -2,7 +2,7 @@
 
 For hadron beams (``reuse_mpi_init`` in the facility file) the multiparton-interaction
 initialisation (~5 s) is computed once per settings with a fixed seed, saved to a cache file
-(atomic rename) and always *read* from it, so every block starts from identical tables (0.2 s)
+(atomic rename) and always *read* from it, so every process starts from identical tables (0.2 s)
 and the same block seed gives the same events anywhere. Lepton beams initialise in a moment.
 Units: GeV, GeV/c; production vertices in cm relative to the collision point.
 """
@@ -71,20 +71,42 @@ def _pythia(cfg: GeneratorConfig, more: list[str]):
     return py
 
 
+# settings -> this process's initialised PYTHIA, and the generator that is using it
+_INITIALISED: dict[tuple, object] = {}
+_OWNER: dict[tuple, "PythiaGenerator"] = {}
+
+
+def _initialised(cfg: GeneratorConfig):
+    """The PYTHIA instance of these settings in this process, initialised (with a fixed seed)
+    the first time: init costs 0.2 s, a tenth of simulating a 1000-event shard."""
+    init_file = ensure_init_cache(cfg)
+    key = (tuple(settings(cfg)), str(init_file))
+    if key not in _INITIALISED:
+        reuse = [] if init_file is None else ["MultipartonInteractions:reuseInit = 2",
+                                              f"MultipartonInteractions:initFile = {init_file}"]
+        py = _pythia(cfg, ["Random:setSeed = on", "Random:seed = 1"] + reuse)
+        if not py.init():
+            where = f" from {init_file}; delete it to rebuild" if init_file else f" (settings: {settings(cfg)})"
+            raise RuntimeError(f"PYTHIA initialisation failed{where}")
+        _INITIALISED[key] = py
+    return key, _INITIALISED[key]
+
+
 class PythiaGenerator:
-    """Events of the facility of `cfg` from one PYTHIA instance seeded with `pythia_seed`."""
+    """Events of the facility of `cfg` from PYTHIA seeded with `pythia_seed`.
+
+    PYTHIA is initialised once per process and settings and reseeded for each generator: after
+    init its events depend on the seed alone, not on the init seed nor on what it generated
+    before (tests/test_facilities.py checks each facility), so a block's events are the same in
+    any process. One generator per settings is live at a time; a newer one takes the instance.
+    """
 
     def __init__(self, cfg: GeneratorConfig, pythia_seed: int):
         self.cfg = cfg
         self.facility = load_facility(cfg.facility)
-        init_file = ensure_init_cache(cfg)
-        reuse = [] if init_file is None else ["MultipartonInteractions:reuseInit = 2",
-                                              f"MultipartonInteractions:initFile = {init_file}"]
-        py = _pythia(cfg, ["Random:setSeed = on", f"Random:seed = {int(pythia_seed)}"] + reuse)
-        if not py.init():
-            where = f" from {init_file}; delete it to rebuild" if init_file else f" (settings: {settings(cfg)})"
-            raise RuntimeError(f"PYTHIA initialisation failed{where}")
-        self.py = py
+        self._key, self.py = _initialised(cfg)
+        self.py.rndm.init(int(pythia_seed))
+        _OWNER[self._key] = self
         self._charge: dict[int, float] = {}
         self._mass: dict[int, float] = {}
 
@@ -95,6 +117,9 @@ class PythiaGenerator:
         the same kinematic keys: the decayed generator particle), plus q and m lookups."""
         import pythia8mc
 
+        if _OWNER.get(self._key) is not self:
+            raise RuntimeError("this PythiaGenerator's PYTHIA instance was reseeded by a newer generator of "
+                               "the same settings in this process; make a new PythiaGenerator")
         py = self.py
         dmax2 = (self.cfg.primary_max_displacement_cm * 10.0) ** 2  # PYTHIA vertices are in mm
         rows = []
