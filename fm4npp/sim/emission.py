@@ -1,10 +1,9 @@
-"""Secondaries of a charged step: delta electrons on the helix (sampled in :mod:`fm4npp.sim.emission_kernel`) and decays in flight (registered)."""
+"""Secondaries of a charged step, registered: delta electrons (sampled in :mod:`fm4npp.sim.emission_kernel`) and decays in flight."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fm4npp.sim import emission_kernel
 from fm4npp.sim import secondaries as sec
 from fm4npp.sim.particles import concat_particles, make_particles
 
@@ -39,18 +38,13 @@ def _decay(st, idx, cfg, rng, reg):
     return concat_particles(out)
 
 
-def emit_deltas(st: dict, g: dict, start, da, s, ndel, ndel_solid, cfg, rng, reg, new: list) -> None:
-    """Delta electrons, produced at a random point of the step on the helix (``start``: the
-    positions before the step), registered and appended to ``new``."""
-    t_min = np.array([cfg.delta_t_min_gev, cfg.delta_t_min_solid_gev])
-    srcs, outs = emission_kernel.deltas(np.stack([ndel, ndel_solid]), t_min, st["px"], st["py"], st["pz"], st["m"],
-                                        st["ele"], g["p"], *start, g["cx"], g["cy"], g["rho"], g["a0"], da, s, rng)
-    src = np.concatenate(srcs)
+def register_deltas(st: dict, src, rows, cfg, rng, reg, new: list) -> None:
+    """Register the delta electrons of :func:`fm4npp.sim.emission_kernel.after_step` (parents
+    `src` in `st`; rows vx, vy, vz, px, py, pz) and append them to ``new``."""
     if not len(src):
         return
-    v = np.concatenate(outs)
     ev, n = st["ev"][src], len(src)
-    vx, vy, vz, px, py, pz = (np.ascontiguousarray(v[:, k]) for k in range(6))
+    vx, vy, vz, px, py, pz = (np.ascontiguousarray(rows[:, k]) for k in range(6))
     pdg, q = np.full(n, 11), np.full(n, -1.0)
     tid = reg.add(ev, pdg, q, px, py, pz, vx, vy, vz, st["tid"][src], False)
     new.append(make_particles(ev, tid, pdg, q, np.full(n, sec.ME), vx, vy, vz, px, py, pz, st["gen"][src] + 1, rng, cfg))

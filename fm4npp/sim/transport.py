@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from fm4npp.sim import hadronic, physics_list, step_kernel
+from fm4npp.sim import emission_kernel, hadronic, physics_list, step_kernel
 from fm4npp.sim import secondaries as sec
 from fm4npp.sim.config import TransportConfig
-from fm4npp.sim.emission import _decay, emit_deltas
+from fm4npp.sim.emission import _decay, register_deltas
 from fm4npp.sim.geometry import Detector
 from fm4npp.sim.step_kernel import KB
 from fm4npp.sim.media import _Media
-from fm4npp.sim.particles import _concat_dicts, concat_particles
+from fm4npp.sim.particles import concat_particles
 
 
 def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: sec.TrackRegistry, media=None):
@@ -53,6 +53,7 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
     flags = np.array([cfg.energy_loss, cfg.multiple_scattering, cfg.delta_rays])
     fp = np.array([cfg.max_step_cm, cfg.max_eloss_fraction, cfg.highland_min_x0, cfg.delta_t_min_gev,
                    cfg.delta_t_min_solid_gev])
+    t_min = np.array([cfg.delta_t_min_gev, cfg.delta_t_min_solid_gev])
     crossings = []
     new = []
     it = 0
@@ -60,20 +61,18 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
     while len(st["ev"]) and it < 10 * cfg.max_crossings:
         it += 1
         f, iv, bv, cf, ci = _step(st, M, kb, bsign, flags, fp)
-        p, s, da, ekin, dE, th2, ndel, ndel_solid = f[0], f[7], f[9], f[10], f[11], f[12], f[13], f[14]
+        p, s, da, ekin, dE, th2 = f[0], f[7], f[9], f[10], f[11], f[12]
         hit_surf, decayed, left_z, reach = bv
         bestk = iv[0]
         if cf.shape[1]:
-            i = ci[1]
-            crossings.append(dict(ev=st["ev"][i], tid=st["tid"][i], layer=ci[0], x=cf[0], y=cf[1], z=cf[2],
-                                  px=cf[3], py=cf[4], pz=cf[5], m=cf[6], q=cf[7]))
-        g = dict(p=p, rho=f[2], cx=f[4], cy=f[5], a0=f[6])
+            crossings.append((st["ev"][ci[1]], st["tid"][ci[1]], ci[0], cf))
         start = (st["x"], st["y"], st["z"])
         st.update(p=p, x=f[15], y=f[16], z=f[17], px=f[18], py=f[19], sdec=f[20], lo=iv[1])
-        if cfg.delta_rays:
-            emit_deltas(st, g, start, da, s, ndel, ndel_solid, cfg, rng, reg, new)
-        st["px"], st["py"], st["pz"], stopped = step_kernel.lose_and_scatter(
-            st["px"], st["py"], st["pz"], st["m"], p, ekin, dE, th2, cfg.t_stop_gev, cfg.multiple_scattering, rng)
+        # delta electrons (none without delta rays: their means are 0), then loss and scattering
+        dsrc, drows, st["px"], st["py"], st["pz"], stopped = emission_kernel.after_step(
+            f[13:15], t_min, st["px"], st["py"], st["pz"], st["m"], st["ele"], p, *start, f[4], f[5], f[2], f[6], da,
+            s, ekin, dE, th2, cfg.t_stop_gev, cfg.multiple_scattering, rng)
+        register_deltas(st, dsrc, drows, cfg, rng, reg, new)
         if extended:
             stopped |= hadronic.absorb(st, M, iv[2], s, hit_surf, bestk, ~stopped & ~decayed, cfg, rng, reg, new)
         # decays in flight
@@ -85,8 +84,18 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         if not alive.all():
             idx = np.nonzero(alive)[0]
             st = {k: v[idx] for k, v in st.items()}
-    cross = _concat_dicts(crossings, ("ev", "tid", "layer", "x", "y", "z", "px", "py", "pz", "m", "q"))
-    return cross, concat_particles(new)
+    return _crossing_arrays(crossings), concat_particles(new)
+
+
+def _crossing_arrays(parts: list) -> dict:
+    """The crossings of all iterations, (ev, tid, layer, float rows of the kernel) each, as one
+    dict of arrays."""
+    if not parts:
+        parts = [(np.zeros(0, np.int64),) * 3 + (np.zeros((8, 0)),)]
+    ev, tid, layer, rows = (np.concatenate([p[k] for p in parts], axis=-1) for k in range(4))
+    out = dict(ev=ev, tid=tid, layer=layer)
+    out.update({k: rows[r] for r, k in enumerate(("x", "y", "z", "px", "py", "pz", "m", "q"))})
+    return out
 
 
 def _step(st: dict, M: _Media, kb: float, bsign: float, flags, fp):
