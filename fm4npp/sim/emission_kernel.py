@@ -1,4 +1,4 @@
-"""Compiled sampling of the delta electrons of one transport step (numba; see :func:`fm4npp.sim.emission.emit_deltas`).
+"""Compiled sampling of the delta electrons of one transport step, and what else follows it (numba; used by :func:`fm4npp.sim.transport.propagate_charged`).
 
 It replaces ~80 numpy calls per iteration, a fixed cost paid even when one looper is left.
 The draws come from the caller's numpy Generator in the order the vectorised code made them

@@ -109,34 +109,6 @@ def choose_channels(apdg: np.ndarray, rng) -> list[tuple[np.ndarray, tuple[int, 
     return out
 
 
-def delta_mean_count(beta2, wmax, z2, z_over_a, grammage, t_min):
-    """Mean number of delta electrons above t_min: integral of (K/2) z^2 (Z/A) / beta^2 / T^2."""
-    return np.where(wmax > t_min, 0.5 * K_BETHE * z2 * z_over_a * grammage / beta2 * (1 / t_min - 1 / np.maximum(wmax, t_min)), 0.0)
-
-
-def sample_delta_t(t_min, wmax, beta2, rng):
-    """Kinetic energies from (1 - beta^2 T/Wmax)/T^2 on [t_min, wmax] (rejection on the spin-0
-    factor); returns T and a mask of accepted samples."""
-    u = rng.random(len(wmax))
-    t = 1.0 / (1.0 / t_min - u * (1.0 / t_min - 1.0 / wmax))
-    keep = rng.random(len(wmax)) < 1.0 - beta2 * t / wmax
-    return t, keep
-
-
-def delta_direction(t, p_parent, e_parent, ux, uy, uz, rng):
-    """Delta-electron unit direction: cos(theta) = (T/p_e) (E + m_e)/p around the parent."""
-    pe = np.sqrt(t * (t + 2 * ME))
-    cos_t = np.clip(t / pe * (e_parent + ME) / p_parent, -1.0, 1.0)
-    sin_t = np.sqrt(1 - cos_t**2)
-    phi = rng.uniform(0, 2 * np.pi, len(t))
-    e1, e2 = orthonormal(ux, uy, uz)
-    a, b = sin_t * np.cos(phi), sin_t * np.sin(phi)
-    d = np.empty_like(e1)
-    for j, u in enumerate((ux, uy, uz)):
-        d[:, j] = cos_t * u + a * e1[:, j] + b * e2[:, j]
-    return pe, d
-
-
 def orthonormal(ux, uy, uz):
     """Two unit vectors perpendicular to the unit vectors u (N,) each, as (N,3) arrays."""
     # u x z-hat, falling back to u x x-hat for tracks along the beam
