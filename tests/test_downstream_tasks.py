@@ -311,8 +311,14 @@ def test_study_rows_without_a_backbone_see_the_fms_events(tmp_path, eic_dir, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_uri(tmp_path))
     torch.manual_seed(0)
     fm_dir = tmp_path / "fm"
+    from fm4npp.data.pipeline import iter_split_events
+    from fm4npp.serialize.config import PipelineConfig
+
     lengths = sorted(len(e["hit_x"]) for e in read_events(eic_dir))
-    cap = lengths[len(lengths) // 4]  # the FM's cap drops three quarters of the events
+    split = {s: sorted(len(e["hit_x"]) for e in iter_split_events(eic_dir, s, PipelineConfig()))
+             for s in ("train", "test")}
+    # the FM's cap drops most events, but keeps two of the few test events to score on
+    cap = max(lengths[len(lengths) // 4], split["test"][min(1, len(split["test"]) - 1)])
     save_pretrained(FM4NPP(get_preset("w8", n_layers=1, k=4)), fm_dir,
                     extra=_record(eic_dir, max_points=cap))
     base = _fast(task="electron", data=str(eic_dir), cache_dir=str(tmp_path / "cache"))
@@ -320,7 +326,7 @@ def test_study_rows_without_a_backbone_see_the_fms_events(tmp_path, eic_dir, mon
               base, "test-downstream", log=lambda m: None)
     cells = {c["source"]: c for c in load_study_cells("t", "test-downstream")}
     used = {s: c["metrics"]["n_train_events"] for s, c in cells.items()}
-    assert used["raw"] == used["fm"] < 20  # of ~48 training events, those under the FM's cap
+    assert used["raw"] == used["fm"] < len(split["train"])  # those under the FM's cap
     tags = {s: runs.client().get_run(c["run_id"]).data.tags for s, c in cells.items()}
     assert tags["fm"]["fm4npp.test_events_hash"] == tags["raw"]["fm4npp.test_events_hash"]
     # each cell's run_spec.json: its downstream config, and the FM's model and serialization
