@@ -7,8 +7,8 @@ The headline is the full sPHENIX tracker (MVTX + INTT + TPC) with RHIC p+p 200 G
 once per physics list (baseline, extended). Each repeat times PYTHIA alone, then the whole
 simulation into Parquet shards of production size (1000 events; PYTHIA's initialisation, made
 once per process and reseeded per shard, is part of the cost), in one process; the reported
-ratio is the median over repeats of (written events per CPU second) / (generated events per CPU second of PYTHIA
-alone). PYTHIA alone is our generator stage: pythia.next() plus the extraction of the final
+ratio is the median over repeats of (written events per CPU second) / (generated events per
+CPU second of PYTHIA alone). PYTHIA alone is our generator stage: pythia.next() plus the extraction of the final
 state into arrays (``pythia_next_only_*`` gives next() by itself). The "pairs" block measures
 every shipped detector x facility pair once, with fewer events.
 
@@ -76,7 +76,7 @@ def measure(cfg, seed: int) -> tuple[dict, dict, str]:
             next_cpu += _cpu(lambda: next_only(gen))[1]
             if half == 0:
                 # the run initialises PYTHIA once, as a fresh process (a Ray worker) would
-                generator._INITIALISED.clear()
+                generator.forget_instances()
                 manifest, cpu = _cpu(lambda: run_simulation(cfg, d, progress=False))
         summary = physics_summary(d)
         size = sum(p.stat().st_size for p in Path(d).glob("*.parquet"))

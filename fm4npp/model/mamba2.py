@@ -7,6 +7,7 @@ so that importing this module never needs a GPU package.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -145,15 +146,11 @@ class Mamba2(nn.Module):
         return _ConvSiLU.apply(xbc, w, self.conv1d.bias)
 
 
-_COMPILED = []
-
-
+@functools.cache
 def _compiled_forward():
     """Mamba2._forward through torch.compile (inductor), made once per process: its one graph
     serves every mixer of a model (the guards are on shapes and types, not on the module)."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(Mamba2._forward, dynamic=False))
-    return _COMPILED[0]
+    return torch.compile(Mamba2._forward, dynamic=False)
 
 
 def compile_mixers(model: nn.Module) -> nn.Module:

@@ -1,9 +1,10 @@
-"""Compiled sampling of the delta electrons of one transport step, and what else follows it (numba; used by :func:`fm4npp.sim.transport.propagate_charged`).
+"""What follows a transport step, compiled (numba): its delta electrons, then its loss and scattering.
 
 It replaces ~80 numpy calls per iteration, a fixed cost paid even when one looper is left.
 The draws come from the caller's numpy Generator in the order the vectorised code made them
-(for the gas class, then the solid one: the Poisson counts, then all energies, all acceptances,
-all positions along the step, then the azimuths of the accepted ones; then the scattering), so a seed gives the same deltas.
+(for the gas class, then the solid one: the Poisson counts, then all energies, all
+acceptances, all positions along the step, then the azimuths of the accepted ones; then the
+scattering), so a seed gives the same events.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TWO_PI = 2 * np.pi
 @_jit
 def after_step(means, t_min, px, py, pz, m, ele, p, x0, y0, z0, cx, cy, rho, a0, da, s, ekin, de, th2, t_stop,
                scatter, rng):
-    """What follows a step, in one call (a numpy Generator costs ~10 us to type at each call
+    """What follows a step, in one call (a numpy Generator costs ~15 us to type at each call
     into numba): its delta electrons (:func:`deltas`), then the momentum loss and scattering at
     its end (:func:`fm4npp.sim.step_kernel.lose_and_scatter`). Returns (delta parents, delta
     rows, px, py, pz, stopped)."""

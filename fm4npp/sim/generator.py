@@ -92,6 +92,13 @@ def _initialised(cfg: GeneratorConfig):
     return key, _INITIALISED[key]
 
 
+def forget_instances() -> None:
+    """Drop this process's initialised PYTHIA instances: the next generator initialises afresh,
+    as in a new process (benchmarks/simulate.py times that)."""
+    _INITIALISED.clear()
+    _OWNER.clear()
+
+
 class PythiaGenerator:
     """Events of the facility of `cfg` from PYTHIA seeded with `pythia_seed`.
 

@@ -53,7 +53,6 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
     flags = np.array([cfg.energy_loss, cfg.multiple_scattering, cfg.delta_rays])
     fp = np.array([cfg.max_step_cm, cfg.max_eloss_fraction, cfg.highland_min_x0, cfg.delta_t_min_gev,
                    cfg.delta_t_min_solid_gev])
-    t_min = np.array([cfg.delta_t_min_gev, cfg.delta_t_min_solid_gev])
     crossings = []
     new = []
     it = 0
@@ -70,7 +69,7 @@ def propagate_charged(P: dict, det: Detector, cfg: TransportConfig, rng, reg: se
         st.update(p=p, x=f[15], y=f[16], z=f[17], px=f[18], py=f[19], sdec=f[20], lo=iv[1])
         # delta electrons (none without delta rays: their means are 0), then loss and scattering
         dsrc, drows, st["px"], st["py"], st["pz"], stopped = emission_kernel.after_step(
-            f[13:15], t_min, st["px"], st["py"], st["pz"], st["m"], st["ele"], p, *start, f[4], f[5], f[2], f[6], da,
+            f[13:15], fp[3:5], st["px"], st["py"], st["pz"], st["m"], st["ele"], p, *start, f[4], f[5], f[2], f[6], da,
             s, ekin, dE, th2, cfg.t_stop_gev, cfg.multiple_scattering, rng)
         register_deltas(st, dsrc, drows, cfg, rng, reg, new)
         if extended:
